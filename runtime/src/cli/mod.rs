@@ -1,0 +1,43 @@
+//! The `sluice` command line: one binary for the broker, its tools and its
+//! benchmarks.
+
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a WebAssembly-extensible event bus.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a broker on embedded defaults: data in ./sluice-data, no config
+    /// file needed.
+    Dev(dev::DevArgs),
+    /// Run a benchmark program and print its figures.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Bench(args) => crate::bench::run(args),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

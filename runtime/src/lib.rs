@@ -1,0 +1,24 @@
+//! The Sluice broker.
+//!
+//! A map of the crate, one module per concern:
+//!
+//! - [`log`]: the partitioned append-only log — segments of record batches,
+//!   sparse indexes, group commit, recovery, retention, the tail cache;
+//! - [`meta`]: the metadata store, one RocksDB with a column family per kind
+//!   of record (topics, group offsets, …);
+//! - [`store`]: the two opened together from one data directory, the way the
+//!   broker uses them;
+//! - [`clock`]: wall-clock time behind a trait so time-driven logic is tested
+//!   with a clock the test controls;
+//! - [`cli`]: the `sluice` command line (`sluice dev`, `sluice bench`);
+//! - [`bench`]: the `sluice bench` programs that produce performance figures.
+//!
+//! The record-batch format itself lives in the `sluice-protocol` crate, shared
+//! with clients.
+
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod log;
+pub mod meta;
+pub mod store;

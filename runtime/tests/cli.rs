@@ -1,0 +1,111 @@
+//! The `sluice` binary, run as a newcomer would run it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_protocol::batch::BatchBuilder;
+use sluice_runtime::clock::SystemClock;
+use sluice_runtime::log::{LogOptions, TopicConfig};
+use sluice_runtime::store::Store;
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn dev_check_opens_the_store_and_reports_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), LogOptions::default(), Arc::new(SystemClock)).unwrap();
+        let cfg = TopicConfig {
+            partitions: 3,
+            ..TopicConfig::default()
+        };
+        store.create_topic("orders", cfg).unwrap();
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, Some(b"x"), &[]);
+        b.push(0, None, Some(b"y"), &[]);
+        let batch = BytesMut::from(&b.finish()[..]);
+        store
+            .log()
+            .partition("orders", 1)
+            .unwrap()
+            .append(batch)
+            .unwrap();
+    }
+    let out = sluice()
+        .args(["dev", "--check", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 topic(s)"), "{stdout}");
+    assert!(
+        stdout.contains("orders (3 partition(s), durability sync)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("partition 1: offsets [0, 2)"), "{stdout}");
+}
+
+#[test]
+fn dev_explains_an_unusable_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = sluice()
+        .args(["dev", "--check", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opening the data directory"), "{stderr}");
+}
+
+#[test]
+fn dev_shuts_down_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sluice()
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait until it says it is running, then ask it to stop.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("is running") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("Shutting down")), "{rest:?}");
+    assert!(dir.path().join("meta").exists());
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = sluice().arg("--help").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for cmd in ["dev", "bench"] {
+        assert!(stdout.contains(cmd), "{stdout}");
+    }
+}
