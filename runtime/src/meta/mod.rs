@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options,
-    PrefixRange, ReadOptions, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBIteratorWithThreadMode,
+    IteratorMode, Options, PrefixRange, ReadOptions, WriteBatch, WriteOptions,
 };
 
 pub use error::MetaError;
@@ -188,7 +188,7 @@ impl MetaStore {
         &'a self,
         cf: &'a ColumnFamily,
         prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + use<'a> {
+    ) -> DBIteratorWithThreadMode<'a, DB> {
         let mut read = ReadOptions::default();
         read.set_iterate_range(PrefixRange(prefix));
         self.db.iterator_cf_opt(cf, read, IteratorMode::Start)
