@@ -19,8 +19,10 @@
 //!    repeated reads of the newest megabytes (tail-cache hits, the path of a
 //!    consumer that keeps up).
 //! 5. **Recovery**: how long `Log::open` takes on a large log after a clean
-//!    close, after a crash (it scans what came after the last checkpoint), and
-//!    without a recovery point (it scans the whole active segment).
+//!    close, after a crash (`Log::simulate_crash`: the page cache keeps the
+//!    data, as after kill -9; open rescans what came after the last
+//!    checkpoint), and without a recovery point (it rescans the whole active
+//!    segment).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,10 +68,14 @@ pub struct LogBenchArgs {
     /// bytes) [default: 1, or 0.016 with --quick].
     #[arg(long)]
     pub recovery_gb: Option<f64>,
-    /// MB written by the sequential-write baseline [default: 1024, or 16
+    /// MiB (1 MiB blocks) written by the sequential-write baseline [default: 1024, or 16
     /// with --quick].
     #[arg(long)]
     pub baseline_mb: Option<u64>,
+    /// Segment size of every log the benchmark creates, in MiB [default: the
+    /// topic default, 1024]. Appends that fill a segment pay for a roll.
+    #[arg(long)]
+    pub segment_mb: Option<u64>,
     /// Also write every figure to this file as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -90,6 +96,7 @@ struct Plan {
     appenders: usize,
     recovery_bytes: u64,
     baseline_mb: u64,
+    segment_bytes: u64,
 }
 
 impl Plan {
@@ -106,6 +113,9 @@ impl Plan {
             recovery_bytes: (args.recovery_gb.unwrap_or(if quick { 0.016 } else { 1.0 }) * 1e9)
                 as u64,
             baseline_mb: args.baseline_mb.unwrap_or(if quick { 16 } else { 1024 }),
+            segment_bytes: args
+                .segment_mb
+                .map_or(TopicConfig::default().segment_bytes, |mib| mib << 20),
         };
         ensure!(plan.seconds > 0.0, "--seconds must be positive");
         ensure!(plan.reps > 0, "--reps must be at least 1");
@@ -122,7 +132,19 @@ impl Plan {
                 .all(|n| *n > 0),
             "record and batch sizes must be positive"
         );
+        plan.topic_config(Durability::Sync)
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--segment-mb: {e}"))?;
         Ok(plan)
+    }
+
+    /// The benchmark topic's configuration.
+    fn topic_config(&self, durability: Durability) -> TopicConfig {
+        TopicConfig {
+            durability,
+            segment_bytes: self.segment_bytes,
+            ..TopicConfig::default()
+        }
     }
 
     fn cell(&self) -> Duration {
@@ -147,10 +169,11 @@ pub fn run(args: LogBenchArgs) -> Result<()> {
     let plan = Plan::new(&args)?;
     let work = WorkDir::new(&args.dir)?;
     println!(
-        "sluice bench log: {} CPUs, {} s per cell, median of {} reps, MB = 10^6 bytes, in {}",
+        "sluice bench log: {} CPUs, {} s per cell, median of {} reps, {} MiB segments, MB = 10^6 bytes, in {}",
         plan.cpus,
         plan.seconds,
         plan.reps,
+        plan.segment_bytes >> 20,
         work.path().display()
     );
     let baseline = baseline(&plan, &work)?;
@@ -210,7 +233,7 @@ fn baseline(plan: &Plan, work: &WorkDir) -> Result<Baseline> {
     ] {
         t.row(vec![name.into(), b.mb.to_string(), format!("{rate:.0}")]);
     }
-    println!("\n1. Baseline: sequential write of {} MiB\n{t}", b.mb);
+    print!("\n1. Baseline: sequential write of {} MiB\n{t}", b.mb);
     Ok(b)
 }
 
@@ -279,7 +302,7 @@ fn append_matrix(plan: &Plan, work: &WorkDir) -> Result<Vec<AppendFigures>> {
         for (i, (record_bytes, batch_records, durability, batch)) in cells.iter().enumerate() {
             bar.set_message(format!("{record_bytes} B x {batch_records}, {durability}"));
             let dir = work.fresh("append")?;
-            let (log, partition) = open_log(&dir, *durability, LogOptions::default())?;
+            let (log, partition) = open_log(plan, &dir, *durability, LogOptions::default())?;
             let run = append_for(&partition, batch, 1, plan.cell())?;
             discard(log, partition, &dir)?;
             runs[i].push(run);
@@ -333,7 +356,7 @@ fn append_matrix(plan: &Plan, work: &WorkDir) -> Result<Vec<AppendFigures>> {
         ]);
         figures.push(f);
     }
-    println!(
+    print!(
         "\n2. Append throughput, one appender, {} s per cell\n{t}",
         plan.seconds
     );
@@ -360,7 +383,7 @@ fn compare_with_baseline(append: &[AppendFigures], baseline: &Baseline) -> Optio
         met: cell.mb_per_s / baseline.fdatasync_mb_per_s >= 0.5,
     };
     println!(
-        "{}: {:.2} x the dd (fdatasync) baseline [target >= {:.2}: {}], {:.2} x the page-cache baseline",
+        "{}: {:.3} x the dd (fdatasync) baseline [target >= {:.2}: {}], {:.3} x the page-cache baseline",
         c.cell,
         c.vs_fdatasync,
         c.target,
@@ -486,7 +509,7 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
         let (mut one, mut many) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             let dir = work.fresh("group-commit")?;
-            let (log, partition) = open_log(&dir, Durability::Sync, LogOptions::default())?;
+            let (log, partition) = open_log(plan, &dir, Durability::Sync, LogOptions::default())?;
             bar.set_message(format!("{RECORD_BYTES} B x {batch_records}, 1 appender"));
             one.push(append_for(&partition, &batch, 1, plan.cell())?);
             bar.inc(1);
@@ -541,7 +564,7 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
         figures.push(f);
     }
     bar.finish_and_clear();
-    println!(
+    print!(
         "\n3. Group commit: durability sync, one partition, {} s per run\n{t}",
         plan.seconds
     );
@@ -588,8 +611,9 @@ struct RecoveryFigures {
 const RECOVERY_POINT: &str = "recovery-point";
 
 /// Sections 4 and 5 share one large log (durability none, 1 KiB records,
-/// batches of 256): build it, read its tail from the cache, crash, time the
-/// reopens, then read it all from a log without tail cache.
+/// batches of 256): build it, read its newest batches from the tail cache,
+/// close it, time reopens (after crashes, after clean closes, without a
+/// recovery point), then read it all from a log without tail cache.
 fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, RecoveryFigures)> {
     const RECORD_BYTES: usize = 1024;
     const BATCH_RECORDS: usize = 256;
@@ -602,7 +626,7 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
     let bar = progress(batches, "build");
     bar.set_message(format!("{:.2} GB log", plan.recovery_bytes as f64 / 1e9));
     let options = LogOptions::default();
-    let (log, partition) = open_log(&dir, Durability::None, options.clone())?;
+    let (log, partition) = open_log(plan, &dir, Durability::None, options.clone())?;
     let start = Instant::now();
     for _ in 0..batches {
         partition.append(BytesMut::from(&batch[..]))?;
@@ -610,19 +634,19 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
     }
     let build_secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let log_bytes = partition.size_bytes();
+    let build_bytes = partition.size_bytes();
 
     // 4b: the newest batches, about half the tail cache, read over and over.
     let bar = progress(plan.reps as u64, "read");
     bar.set_message("tail cache");
-    let end = partition.high_watermark();
+    let tail_end = partition.high_watermark();
     let tail_batches = (options.tail_cache_bytes / 2 / batch.len()).clamp(1, batches as usize);
-    let from = end - (tail_batches * BATCH_RECORDS) as u64;
+    let from = tail_end - (tail_batches * BATCH_RECORDS) as u64;
     let mut cached = Vec::new();
     for _ in 0..plan.reps {
         let (mut bytes, mut records) = (0, 0);
         let (_, elapsed) = run_for(plan.cell(), || {
-            let (b, r) = read_range(&partition, from, end)?;
+            let (b, r) = read_range(&partition, from, tail_end)?;
             bytes += b;
             records += r;
             Ok(())
@@ -632,46 +656,53 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
     }
     bar.finish_and_clear();
 
-    // 5: crash, keeping a copy of the recovery point as the crash left it so
-    // every repetition recovers from the same state.
-    log.simulate_crash();
-    let crash_scan_bytes = partition.bytes_since_checkpoint();
     drop(partition);
-    let saved_point = work.path().join("recovery-point.at-crash");
-    fs::copy(partition_dir.join(RECOVERY_POINT), &saved_point)
-        .context("saving the recovery point")?;
+    log.close()?;
+    drop(log);
 
+    // 5: each reopen is timed; the log is closed cleanly after each.
     let bar = progress(3 * plan.reps as u64, "recovery");
-    let reopen = |prepare: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
-        let mut ms = Vec::new();
-        for _ in 0..plan.reps {
-            prepare()?;
-            let start = Instant::now();
-            let log = open(&dir, Durability::None, options.clone())?;
-            ms.push(start.elapsed().as_secs_f64() * 1e3);
-            log.close()?;
-            bar.inc(1);
-        }
+    let timed_open = || -> Result<f64> {
+        let start = Instant::now();
+        let log = open(plan, &dir, Durability::None, options.clone())?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        log.close()?;
+        bar.inc(1);
         Ok(ms)
     };
+    // A crash just before the next checkpoint was due: the most a crash
+    // leaves to rescan. The reopen also syncs that tail (it was still only in
+    // the page cache, as after a real kill -9) before writing a checkpoint.
     bar.set_message("after a crash");
-    let crash_ms = reopen(&|| -> Result<()> {
-        fs::copy(&saved_point, partition_dir.join(RECOVERY_POINT))?;
-        Ok(())
-    })?;
+    let (mut crash_ms, mut crash_scan) = (Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let (log, partition) = open_log(plan, &dir, Durability::None, options.clone())?;
+        while partition.bytes_since_checkpoint() + (batch.len() as u64) < options.checkpoint_bytes {
+            partition.append(BytesMut::from(&batch[..]))?;
+        }
+        log.simulate_crash();
+        crash_scan.push(partition.bytes_since_checkpoint() as f64);
+        drop(partition);
+        crash_ms.push(timed_open()?);
+    }
     bar.set_message("after a clean close");
-    let clean_ms = reopen(&|| Ok(()))?;
+    let clean_ms = (0..plan.reps)
+        .map(|_| timed_open())
+        .collect::<Result<Vec<_>>>()?;
     bar.set_message("without recovery point");
-    let full_ms = reopen(&|| -> Result<()> {
-        fs::remove_file(partition_dir.join(RECOVERY_POINT))?;
-        Ok(())
-    })?;
+    let mut full_ms = Vec::new();
+    for _ in 0..plan.reps {
+        fs::remove_file(partition_dir.join(RECOVERY_POINT))
+            .context("removing the recovery point")?;
+        full_ms.push(timed_open()?);
+    }
     bar.finish_and_clear();
 
     // 4a: everything, front to back, from a log that caches nothing.
     let bar = progress(plan.reps as u64, "read");
     bar.set_message("whole log, no tail cache");
     let (log, partition) = open_log(
+        plan,
         &dir,
         Durability::None,
         LogOptions {
@@ -679,10 +710,12 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
             ..options.clone()
         },
     )?;
+    let (start_offset, end) = (partition.log_start_offset(), partition.high_watermark());
+    let log_bytes = partition.size_bytes();
     let mut sequential = Vec::new();
     for _ in 0..plan.reps {
         let start = Instant::now();
-        let (bytes, records) = read_range(&partition, partition.log_start_offset(), end)?;
+        let (bytes, records) = read_range(&partition, start_offset, end)?;
         sequential.push((bytes, records, start.elapsed()));
         bar.inc(1);
     }
@@ -692,7 +725,7 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
 
     let read = [
         ("whole log, no tail cache (page cache)", sequential),
-        ("newest batches from the tail cache", cached),
+        ("newest batches, tail cache (zero-copy)", cached),
     ]
     .into_iter()
     .map(|(source, runs)| ReadFigures {
@@ -717,7 +750,7 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
             thousands(r.records_per_s),
         ]);
     }
-    println!(
+    print!(
         "\n4. Read throughput: {:.2} GB log of {RECORD_BYTES} B x {BATCH_RECORDS} batches, 1 MiB reads\n{t}",
         log_bytes as f64 / 1e9
     );
@@ -726,12 +759,12 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
     let clean_reopen_ms = median(clean_ms);
     let recovery = RecoveryFigures {
         log_bytes,
-        build_mb_per_s: log_bytes as f64 / MB / build_secs,
+        build_mb_per_s: build_bytes as f64 / MB / build_secs,
         clean_reopen_ms,
         clean_target_ms: CLEAN_TARGET_MS,
         clean_met: clean_reopen_ms < CLEAN_TARGET_MS,
         crash_reopen_ms: median(crash_ms),
-        crash_scan_bytes,
+        crash_scan_bytes: median(crash_scan) as u64,
         no_recovery_point_reopen_ms: median(full_ms),
         no_recovery_point_scan_bytes,
     };
@@ -755,7 +788,7 @@ fn read_and_recovery(plan: &Plan, work: &WorkDir) -> Result<(Vec<ReadFigures>, R
             format!("{ms:.1}"),
         ]);
     }
-    println!(
+    print!(
         "\n5. Recovery: Log::open of a {:.2} GB log (built at {:.0} MB/s)\n{t}",
         log_bytes as f64 / 1e9,
         recovery.build_mb_per_s
@@ -823,27 +856,20 @@ fn build_batch(record_bytes: usize, records: usize) -> Bytes {
 }
 
 /// Opens a log in `dir` with the benchmark's single one-partition topic.
-fn open(dir: &Path, durability: Durability, options: LogOptions) -> Result<Log> {
-    let config = TopicConfig {
-        durability,
-        ..TopicConfig::default()
-    };
-    Log::open(
-        dir,
-        [(TOPIC.to_string(), config)],
-        options,
-        Arc::new(SystemClock),
-    )
-    .with_context(|| format!("opening the log in {}", dir.display()))
+fn open(plan: &Plan, dir: &Path, durability: Durability, options: LogOptions) -> Result<Log> {
+    let topics = [(TOPIC.to_string(), plan.topic_config(durability))];
+    Log::open(dir, topics, options, Arc::new(SystemClock))
+        .with_context(|| format!("opening the log in {}", dir.display()))
 }
 
 /// [`open`], and the partition.
 fn open_log(
+    plan: &Plan,
     dir: &Path,
     durability: Durability,
     options: LogOptions,
 ) -> Result<(Log, Arc<Partition>)> {
-    let log = open(dir, durability, options)?;
+    let log = open(plan, dir, durability, options)?;
     let partition = log.partition(TOPIC, 0)?;
     Ok((log, partition))
 }
