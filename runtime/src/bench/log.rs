@@ -82,6 +82,27 @@ pub struct LogBenchArgs {
     /// Tiny sizes and short cells: a smoke test, not figures.
     #[arg(long)]
     pub quick: bool,
+    /// Sections to run (the append-vs-dd ratio needs both baseline and append).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "baseline,append,group-commit,read"
+    )]
+    pub sections: Vec<Section>,
+}
+
+/// The parts of `sluice bench log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// dd-like sequential write bandwidth.
+    Baseline,
+    /// The append matrix: record size x batch size x durability.
+    Append,
+    /// One appender against many under `sync`.
+    GroupCommit,
+    /// Read throughput and recovery time of a large log.
+    Read,
 }
 
 /// The settings a run actually uses, defaults and `--quick` applied.
@@ -156,12 +177,12 @@ impl Plan {
 #[derive(Debug, Serialize)]
 struct Report {
     plan: Plan,
-    baseline: Baseline,
+    baseline: Option<Baseline>,
     append: Vec<AppendFigures>,
     append_vs_baseline: Option<Comparison>,
     group_commit: Vec<GroupCommitFigures>,
     read: Vec<ReadFigures>,
-    recovery: RecoveryFigures,
+    recovery: Option<RecoveryFigures>,
 }
 
 /// Runs `sluice bench log`.
@@ -176,11 +197,29 @@ pub fn run(args: LogBenchArgs) -> Result<()> {
         plan.segment_bytes >> 20,
         work.path().display()
     );
-    let baseline = baseline(&plan, &work)?;
-    let append = append_matrix(&plan, &work)?;
-    let append_vs_baseline = compare_with_baseline(&append, &baseline);
-    let group_commit = group_commit(&plan, &work)?;
-    let (read, recovery) = read_and_recovery(&plan, &work)?;
+    let wants = |s| args.sections.contains(&s);
+    let baseline = wants(Section::Baseline)
+        .then(|| baseline(&plan, &work))
+        .transpose()?;
+    let append = if wants(Section::Append) {
+        append_matrix(&plan, &work)?
+    } else {
+        Vec::new()
+    };
+    let append_vs_baseline = baseline
+        .as_ref()
+        .and_then(|b| compare_with_baseline(&append, b));
+    let group_commit = if wants(Section::GroupCommit) {
+        group_commit(&plan, &work)?
+    } else {
+        Vec::new()
+    };
+    let (read, recovery) = if wants(Section::Read) {
+        let (read, recovery) = read_and_recovery(&plan, &work)?;
+        (read, Some(recovery))
+    } else {
+        (Vec::new(), None)
+    };
     let report = Report {
         plan,
         baseline,
@@ -479,6 +518,9 @@ struct GroupCommitFigures {
     appenders: usize,
     one_batches_per_s: f64,
     many_batches_per_s: f64,
+    /// Batches covered by one fdatasync (median over repetitions).
+    one_batches_per_sync: f64,
+    many_batches_per_sync: f64,
     /// Median over repetitions of (many / one), each pair measured back to back.
     ratio: f64,
     target: f64,
@@ -500,6 +542,7 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
         "batch",
         "appenders",
         "batches/s",
+        "batches/fsync",
         "ratio",
         "p50 us",
         "p99 us",
@@ -507,17 +550,26 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
     for batch_records in batch_sizes {
         let batch = build_batch(RECORD_BYTES, batch_records);
         let (mut one, mut many) = (Vec::new(), Vec::new());
+        let (mut one_per_sync, mut many_per_sync) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             let dir = work.fresh("group-commit")?;
             let (log, partition) = open_log(plan, &dir, Durability::Sync, LogOptions::default())?;
             bar.set_message(format!("{RECORD_BYTES} B x {batch_records}, 1 appender"));
-            one.push(append_for(&partition, &batch, 1, plan.cell())?);
+            let syncs_before = partition.sync_count();
+            let run = append_for(&partition, &batch, 1, plan.cell())?;
+            one_per_sync
+                .push(run.batches as f64 / (partition.sync_count() - syncs_before).max(1) as f64);
+            one.push(run);
             bar.inc(1);
             bar.set_message(format!(
                 "{RECORD_BYTES} B x {batch_records}, {} appenders",
                 plan.appenders
             ));
-            many.push(append_for(&partition, &batch, plan.appenders, plan.cell())?);
+            let syncs_before = partition.sync_count();
+            let run = append_for(&partition, &batch, plan.appenders, plan.cell())?;
+            many_per_sync
+                .push(run.batches as f64 / (partition.sync_count() - syncs_before).max(1) as f64);
+            many.push(run);
             bar.inc(1);
             discard(log, partition, &dir)?;
         }
@@ -540,6 +592,8 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
             ratio,
             target: 4.0,
             met: ratio >= 4.0,
+            one_batches_per_sync: median(one_per_sync),
+            many_batches_per_sync: median(many_per_sync),
             one_p50_us: q(&one, 0.5),
             one_p99_us: q(&one, 0.99),
             many_p50_us: q(&many, 0.5),
@@ -549,6 +603,7 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
             format!("{RECORD_BYTES} B x {batch_records}"),
             "1".into(),
             thousands(f.one_batches_per_s),
+            format!("{:.1}", f.one_batches_per_sync),
             String::new(),
             format!("{:.1}", f.one_p50_us),
             format!("{:.1}", f.one_p99_us),
@@ -557,6 +612,7 @@ fn group_commit(plan: &Plan, work: &WorkDir) -> Result<Vec<GroupCommitFigures>> 
             format!("{RECORD_BYTES} B x {batch_records}"),
             plan.appenders.to_string(),
             thousands(f.many_batches_per_s),
+            format!("{:.1}", f.many_batches_per_sync),
             format!("{:.2}", f.ratio),
             format!("{:.1}", f.many_p50_us),
             format!("{:.1}", f.many_p99_us),

@@ -19,7 +19,7 @@ pub enum Command {
     /// file needed.
     Dev(dev::DevArgs),
     /// Run a benchmark program and print its figures.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Parses the command line and runs it.
@@ -28,7 +28,7 @@ pub fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Dev(args) => dev::run(args),
-        Command::Bench(args) => crate::bench::run(args),
+        Command::Bench(args) => crate::bench::run(*args),
     }
 }
 
