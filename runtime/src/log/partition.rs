@@ -103,6 +103,8 @@ pub struct Partition {
     writers_in_flight: AtomicUsize,
     /// Batches written so far (drives the group-commit linger).
     batches_written: AtomicU64,
+    /// Segments rolled under `interval` or `none` and not yet synced.
+    unsynced_closed: Mutex<Vec<Arc<Segment>>>,
     /// The last group-commit round; held by the leader while it syncs.
     round: Mutex<Round>,
     /// fdatasync calls made so far (appends per sync shows group commit at work).
@@ -186,6 +188,7 @@ impl Partition {
             syncs: AtomicU64::new(0),
             batches_written: AtomicU64::new(0),
             round: Mutex::new(Round::default()),
+            unsynced_closed: Mutex::new(Vec::new()),
             checkpoint_lock: Mutex::new(last_checkpoint),
             high_watermark: AtomicU64::new(next_offset),
             durable: AtomicU64::new(next_offset),
@@ -414,7 +417,22 @@ impl Partition {
     /// close; a no-op when nothing is pending).
     pub fn flush(&self) -> Result<(), LogError> {
         let written = self.writer.lock().next_offset;
+        self.sync_closed_segments()?;
         self.sync_to(written)
+    }
+
+    /// Syncs segments rolled without a sync (see [`Self::roll`]).
+    fn sync_closed_segments(&self) -> Result<(), LogError> {
+        let pending = std::mem::take(&mut *self.unsynced_closed.lock());
+        for (i, segment) in pending.iter().enumerate() {
+            if let Err(e) = segment.sync() {
+                self.unsynced_closed
+                    .lock()
+                    .extend(pending[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn failed_error(&self) -> LogError {
@@ -448,9 +466,19 @@ impl Partition {
     }
 
     /// Closes the active segment (synced, indexes sealed) and starts a new one.
+    ///
+    /// Under `sync` the old segment is synced here: it holds at most what
+    /// arrived since the last group commit, and its appenders wait on it.
+    /// Under `interval` and `none` it may hold a whole segment of dirty
+    /// pages, so syncing it here would stall appends for as long as that
+    /// takes; it is synced by the next flush or checkpoint instead.
     fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
         let old = w.active.clone();
-        old.sync()?;
+        if self.config.durability == Durability::Sync {
+            old.sync()?;
+        } else {
+            self.unsynced_closed.lock().push(old.clone());
+        }
         {
             let mut ix = old.indexes_mut();
             old.seal_indexes(&mut ix, w.next_offset)?;
@@ -461,9 +489,11 @@ impl Partition {
         self.segments.write().push(new.clone());
         w.active = new;
         w.first_timestamp = None;
-        self.durable.fetch_max(w.next_offset, Ordering::AcqRel);
-        self.high_watermark
-            .fetch_max(w.next_offset, Ordering::AcqRel);
+        if self.config.durability == Durability::Sync {
+            self.durable.fetch_max(w.next_offset, Ordering::AcqRel);
+            self.high_watermark
+                .fetch_max(w.next_offset, Ordering::AcqRel);
+        }
         // No recovery point here: the old segment is synced and sealed, and
         // recovery scans an active segment the checkpoint does not name from
         // its start. The maintenance thread checkpoints the new segment once
@@ -499,6 +529,9 @@ impl Partition {
                 ix.times.unpersisted(),
             )
         };
+        // Everything before the recovery point must be durable, including
+        // segments rolled without a sync.
+        self.sync_closed_segments()?;
         segment.sync()?;
         let base = segment.base_offset;
         let ip = self.dir.join(format!("{base:020}.index"));
