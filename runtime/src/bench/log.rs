@@ -87,7 +87,7 @@ pub struct LogBenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "baseline,append,group-commit,read"
+        default_value = "baseline,append,paired,group-commit,read"
     )]
     pub sections: Vec<Section>,
 }
@@ -103,6 +103,9 @@ pub enum Section {
     GroupCommit,
     /// Read throughput and recovery time of a large log.
     Read,
+    /// dd and the log writing the same bytes back to back, both ending in
+    /// fdatasync: the target's ratio, measured in pairs.
+    Paired,
 }
 
 /// The settings a run actually uses, defaults and `--quick` applied.
@@ -180,6 +183,7 @@ struct Report {
     baseline: Option<Baseline>,
     append: Vec<AppendFigures>,
     append_vs_baseline: Option<Comparison>,
+    paired: Option<PairedFigures>,
     group_commit: Vec<GroupCommitFigures>,
     read: Vec<ReadFigures>,
     recovery: Option<RecoveryFigures>,
@@ -209,6 +213,9 @@ pub fn run(args: LogBenchArgs) -> Result<()> {
     let append_vs_baseline = baseline
         .as_ref()
         .and_then(|b| compare_with_baseline(&append, b));
+    let paired = wants(Section::Paired)
+        .then(|| paired_with_dd(&plan, &work))
+        .transpose()?;
     let group_commit = if wants(Section::GroupCommit) {
         group_commit(&plan, &work)?
     } else {
@@ -225,6 +232,7 @@ pub fn run(args: LogBenchArgs) -> Result<()> {
         baseline,
         append,
         append_vs_baseline,
+        paired,
         group_commit,
         read,
         recovery,
@@ -320,6 +328,77 @@ struct Comparison {
     vs_page_cache: f64,
     target: f64,
     met: bool,
+}
+
+/// The paired comparison with dd.
+#[derive(Debug, Clone, Serialize)]
+struct PairedFigures {
+    mib: u64,
+    dd_mb_per_s: f64,
+    log_mb_per_s: f64,
+    /// Median over pairs of (log / dd), each pair measured back to back.
+    ratio: f64,
+    target: f64,
+    met: bool,
+}
+
+/// Section 2b: in each repetition, a dd-like write of `baseline_mb` MiB
+/// ending in fdatasync, then the log appending the same bytes as 100 B x 256
+/// batches under `none` and ending with a flush (fdatasync). Same volume,
+/// same end state, back to back, so drift on a shared machine hits both.
+fn paired_with_dd(plan: &Plan, work: &WorkDir) -> Result<PairedFigures> {
+    let batch = build_batch(100, 256);
+    let target_bytes = plan.baseline_mb << 20;
+    let bar = progress(2 * plan.reps as u64, "paired");
+    let (mut dd, mut log_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let d = sequential_write(&work.path().join("paired-dd.dat"), plan.baseline_mb, true)?;
+        bar.inc(1);
+        let dir = work.fresh("paired-log")?;
+        let (log, partition) = open_log(plan, &dir, Durability::None, LogOptions::default())?;
+        let start = Instant::now();
+        let mut written = 0u64;
+        while written < target_bytes {
+            partition.append(BytesMut::from(&batch[..]))?;
+            written += batch.len() as u64;
+        }
+        partition.flush()?;
+        let l = written as f64 / MB / start.elapsed().as_secs_f64();
+        discard(log, partition, &dir)?;
+        bar.inc(1);
+        dd.push(d);
+        log_rates.push(l);
+        ratios.push(l / d);
+    }
+    bar.finish_and_clear();
+    let ratio = median(ratios);
+    let f = PairedFigures {
+        mib: plan.baseline_mb,
+        dd_mb_per_s: median(dd),
+        log_mb_per_s: median(log_rates),
+        ratio,
+        target: 0.5,
+        met: ratio >= 0.5,
+    };
+    let mut t = Table::new(&["writer", "MiB", "MB/s"]);
+    t.row(vec![
+        "dd bs=1M conv=fdatasync".into(),
+        f.mib.to_string(),
+        format!("{:.0}", f.dd_mb_per_s),
+    ]);
+    t.row(vec![
+        "log 100 B x 256, none, + flush".into(),
+        f.mib.to_string(),
+        format!("{:.0}", f.log_mb_per_s),
+    ]);
+    print!("\n2b. Same bytes as dd, back to back, both ending in fdatasync\n{t}");
+    println!(
+        "log / dd: {:.3} (median of per-pair ratios) [target >= {:.2}: {}]",
+        f.ratio,
+        f.target,
+        verdict(f.met)
+    );
+    Ok(f)
 }
 
 /// Section 2: one appender per cell, fresh log per cell and repetition.
