@@ -583,3 +583,109 @@ fn delete_topic_removes_its_files() {
     assert_eq!(t.partition(0).unwrap().high_watermark(), 0);
     assert_eq!(log.topics().len(), 2);
 }
+
+mod model {
+    //! The log against a plain vector of records, over random operations.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { records: usize, value_len: usize },
+        Read { at: u16, max_bytes: usize },
+        LookupTime { at: u16 },
+        Reopen,
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..6, 0usize..300).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+            3 => (any::<u16>(), 1usize..3000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+            1 => any::<u16>().prop_map(|at| Op::LookupTime { at }),
+            1 => Just(Op::Reopen),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    fn small_segments() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: 2048,
+            max_batch_bytes: 2048,
+            index_interval_bytes: 128,
+            ..config()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn log_behaves_like_a_vector_of_records(ops in proptest::collection::vec(op(), 1..50)) {
+            let f = Fixture::new();
+            let topics = [("t", small_segments())];
+            let mut log = Some(f.open(&topics));
+            // (offset, timestamp, value) of every record, in order.
+            let mut model: Vec<(u64, i64, Vec<u8>)> = Vec::new();
+            for op in ops {
+                let p = log.as_ref().unwrap().partition("t", 0).unwrap();
+                match op {
+                    Op::Append { records, value_len } => {
+                        let ts = T0 + model.len() as i64;
+                        let info = p.append(batch(records, value_len, ts, model.len() as u8)).unwrap();
+                        prop_assert_eq!(info.base_offset, model.len() as u64);
+                        for i in 0..records {
+                            let value = vec![(info.base_offset as u8).wrapping_add(i as u8); value_len];
+                            model.push((model.len() as u64, ts, value));
+                        }
+                    }
+                    Op::Read { at, max_bytes } => {
+                        if model.is_empty() {
+                            prop_assert!(p.read(0, max_bytes).unwrap().is_empty());
+                            continue;
+                        }
+                        let offset = at as u64 % model.len() as u64;
+                        let r = p.read(offset, max_bytes).unwrap();
+                        prop_assert!(!r.is_empty());
+                        let mut got = Vec::new();
+                        let mut first_batch = None;
+                        for chunk in &r.chunks {
+                            for b in BatchIter::new(chunk) {
+                                let b = b.unwrap();
+                                b.validate().unwrap();
+                                first_batch.get_or_insert((b.header().base_offset, b.header().last_offset()));
+                                for rec in b.records() {
+                                    let rec = rec.unwrap();
+                                    got.push((rec.offset, rec.timestamp, rec.value.unwrap().to_vec()));
+                                }
+                            }
+                        }
+                        // Whole batches from the one holding `offset`, in order.
+                        let (base, last) = first_batch.unwrap();
+                        prop_assert!(base <= offset && offset <= last, "first batch {}..={} holds {}", base, last, offset);
+                        let first = got[0].0 as usize;
+                        prop_assert_eq!(&got[..], &model[first..first + got.len()]);
+                        prop_assert!(got.last().unwrap().0 >= offset);
+                    }
+                    Op::LookupTime { at } => {
+                        let ts = T0 + (at as i64 % (model.len() as i64 + 2)) - 1;
+                        let want = model.iter().find(|r| r.1 >= ts).map(|r| r.0);
+                        prop_assert_eq!(p.offset_for_timestamp(ts).unwrap(), want);
+                    }
+                    Op::Reopen => {
+                        drop(p);
+                        drop(log.take());
+                        log = Some(f.open(&topics));
+                    }
+                    Op::Crash => {
+                        drop(p);
+                        log.take().unwrap().simulate_crash();
+                        log = Some(f.open(&topics));
+                    }
+                }
+                let p = log.as_ref().unwrap().partition("t", 0).unwrap();
+                prop_assert_eq!(p.high_watermark(), model.len() as u64);
+            }
+        }
+    }
+}
