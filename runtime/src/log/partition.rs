@@ -109,11 +109,16 @@ pub struct Partition {
     round: Mutex<Round>,
     /// fdatasync calls made so far (appends per sync shows group commit at work).
     syncs: AtomicU64,
+    /// Serialises checkpoints; holds (segment base, position) of the last.
     checkpoint_lock: Mutex<Option<(u64, u64)>>,
+    /// Exclusive end of what readers see: `durable` under `sync`, the
+    /// written end otherwise.
     high_watermark: AtomicU64,
+    /// Exclusive end of what is known to be synced.
     durable: AtomicU64,
     log_start: AtomicU64,
     cache: TailCache,
+    /// Set after a failed fsync: appends are refused until a restart.
     failed: AtomicBool,
 }
 
