@@ -29,11 +29,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     print_report(&store);
     if !args.check {
-        println!("Sluice is running (storage only; the QUIC listener comes next). Ctrl-C to stop.");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(wait_for_shutdown())?;
+            .block_on(serve_until_shutdown())?;
         println!("Shutting down: syncing and checkpointing the log.");
     }
     store.close()?;
@@ -69,10 +68,16 @@ fn print_report(store: &Store) {
     }
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// Waits for Ctrl-C or SIGTERM. The handlers are installed before the
+/// "running" line is printed, so a signal sent as soon as a supervisor (or a
+/// test) sees that line shuts down cleanly instead of killing the process.
+async fn serve_until_shutdown() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    println!("Sluice is running (storage only; the QUIC listener comes next). Ctrl-C to stop.");
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     Ok(())
