@@ -4,6 +4,10 @@
 //! tested, property tested and fuzzed on its own.
 //!
 //! - [`batch`]: record batches in the Kafka RecordBatch v2 layout — the unit
-//!   the client builds, the wire carries and the log stores byte for byte.
+//!   the client builds, the wire carries and the log stores byte for byte;
+//! - [`frame`]: `[u32 len][u16 op][u32 request-id][payload]` framing of
+//!   requests and responses on a stream, with a size limit checked before
+//!   any payload is buffered.
 
 pub mod batch;
+pub mod frame;
