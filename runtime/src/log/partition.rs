@@ -470,7 +470,7 @@ impl Partition {
         Ok(())
     }
 
-    /// Closes the active segment (synced, indexes sealed) and starts a new one.
+    /// Closes the active segment (indexes sealed) and starts a new one.
     ///
     /// Under `sync` the old segment is synced here: it holds at most what
     /// arrived since the last group commit, and its appenders wait on it.
@@ -499,9 +499,10 @@ impl Partition {
             self.high_watermark
                 .fetch_max(w.next_offset, Ordering::AcqRel);
         }
-        // No recovery point here: the old segment is synced and sealed, and
-        // recovery scans an active segment the checkpoint does not name from
-        // its start. The maintenance thread checkpoints the new segment once
+        // No recovery point here: the old segment is sealed (and synced, or
+        // queued for the next flush or checkpoint, which syncs it before
+        // writing a recovery point), and recovery scans an active segment
+        // the checkpoint does not name from its start. The maintenance thread checkpoints the new segment once
         // it has grown; only it writes the file (under `checkpoint_lock`).
         Ok(())
     }
