@@ -7,7 +7,22 @@
 //!   the client builds, the wire carries and the log stores byte for byte;
 //! - [`frame`]: `[u32 len][u16 op][u32 request-id][payload]` framing of
 //!   requests and responses on a stream, with a size limit checked before
-//!   any payload is buffered.
+//!   any payload is buffered;
+//! - [`codec`]: the primitive encoding of control payloads (big-endian
+//!   integers, length-prefixed strings, bytes and arrays);
+//! - [`ops`]: the ops, their request and response payloads, and the protocol
+//!   version;
+//! - [`error`]: wire error codes and which of them are worth a retry;
+//! - [`headers`]: the record headers that carry Sluice's message model
+//!   (message id, tags) beside user properties.
+//!
+//! docs/protocol.md is the specification these modules implement.
 
 pub mod batch;
+pub mod codec;
+pub mod error;
 pub mod frame;
+pub mod headers;
+pub mod ops;
+
+pub use error::{ErrorCode, WireError};

@@ -27,6 +27,7 @@ pub mod partition;
 mod cache;
 mod checkpoint;
 mod index;
+mod producers;
 mod segment;
 
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ use parking_lot::{Mutex, RwLock};
 use sluice_protocol::batch::BatchError;
 
 pub use config::{Durability, TimestampPolicy, TopicConfig};
-pub use partition::{AppendInfo, Partition, ReadResult, RetentionOutcome};
+pub use partition::{AppendInfo, Partition, PendingAppend, ReadResult, RetentionOutcome};
 
 use crate::clock::Clock;
 
@@ -76,6 +77,20 @@ pub enum LogError {
         "partition {topic}/{partition} stopped accepting appends after a failed fsync; restart to recover"
     )]
     Failed { topic: String, partition: u32 },
+    #[error(
+        "producer {producer_id}: batch sequence {got} does not follow the last one written (expected {expected})"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id}: epoch {epoch} is fenced by newer epoch {current}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }

@@ -24,6 +24,7 @@ use sluice_protocol::batch::{BatchView, set_base_offset, set_log_append_time};
 use super::cache::TailCache;
 use super::checkpoint::Checkpoint;
 use super::index::{Index, OffsetEntry, TimeEntry};
+use super::producers::{ProducerTable, REBUILD_WINDOW_BYTES, SequenceCheck};
 use super::segment::{Indexes, Segment, parse_log_file_name};
 use super::{Durability, LogError, LogOptions, TimestampPolicy, TopicConfig};
 use crate::clock::Clock;
@@ -35,6 +36,18 @@ pub struct AppendInfo {
     pub last_offset: u64,
     /// The broker's timestamp for the batch when the topic uses log-append time.
     pub log_append_time: Option<i64>,
+    /// The batch was a producer's retry of one already written: nothing was
+    /// appended and the offsets are the original batch's.
+    pub duplicate: bool,
+}
+
+/// A batch written to the page cache but maybe not yet durable; see
+/// [`Partition::write_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingAppend {
+    pub info: AppendInfo,
+    /// Offset after the batch: durable once `durable_offset()` reaches it.
+    next_offset: u64,
 }
 
 /// Batches returned by a read, each chunk holding one or more whole batches.
@@ -83,6 +96,8 @@ struct Writer {
     /// Broker time of the active segment's first append; drives roll by age.
     /// (After a crash without a checkpoint, the first batch's timestamp.)
     first_timestamp: Option<i64>,
+    /// Idempotent producers' recent batches (dedup and sequence checks).
+    producers: ProducerTable,
 }
 
 #[derive(Debug)]
@@ -120,6 +135,8 @@ pub struct Partition {
     cache: TailCache,
     /// Set after a failed fsync: appends are refused until a restart.
     failed: AtomicBool,
+    /// Publishes the high watermark to long-polling readers.
+    watermark_tx: tokio::sync::watch::Sender<u64>,
 }
 
 impl Partition {
@@ -172,6 +189,7 @@ impl Partition {
         let last_checkpoint = recovered
             .up_to_date_checkpoint
             .then(|| (active.base_offset, active.size()));
+        let producers = rebuild_producers(&active)?;
         let active = Arc::new(active);
         segments.push(active.clone());
         let log_start = segments[0].base_offset;
@@ -186,6 +204,7 @@ impl Partition {
                 active,
                 next_offset,
                 first_timestamp: recovered.first_timestamp,
+                producers,
             }),
             sync_state: std::sync::Mutex::new(false),
             sync_done: Condvar::new(),
@@ -200,6 +219,7 @@ impl Partition {
             log_start: AtomicU64::new(log_start),
             cache: TailCache::new(options.tail_cache_bytes),
             failed: AtomicBool::new(false),
+            watermark_tx: tokio::sync::watch::Sender::new(next_offset),
         };
         partition.checkpoint()?;
         Ok(partition)
@@ -251,16 +271,49 @@ impl Partition {
     /// so) and returns once the batch is as durable as the topic's policy
     /// requires.
     pub fn append(&self, batch: BytesMut) -> Result<AppendInfo, LogError> {
-        let (info, next) = {
-            self.writers_in_flight.fetch_add(1, Ordering::AcqRel);
-            let written = self.write(batch);
-            self.writers_in_flight.fetch_sub(1, Ordering::AcqRel);
-            written?
-        };
+        let pending = self.write_batch(batch)?;
+        self.wait_durable(&pending)?;
+        Ok(pending.info)
+    }
+
+    /// The first half of [`append`](Self::append): checks the batch, assigns
+    /// its offsets and writes it to the page cache, without waiting for the
+    /// fsync. Batches are ordered by when this returns, so a caller that
+    /// must keep a producer's batches in order calls it in that order and
+    /// may then wait for durability concurrently.
+    pub fn write_batch(&self, batch: BytesMut) -> Result<PendingAppend, LogError> {
+        self.writers_in_flight.fetch_add(1, Ordering::AcqRel);
+        let written = self.write(batch);
+        self.writers_in_flight.fetch_sub(1, Ordering::AcqRel);
+        let (info, next_offset) = written?;
+        Ok(PendingAppend { info, next_offset })
+    }
+
+    /// The second half of [`append`](Self::append): returns once the batch is
+    /// as durable as the topic's policy requires (blocks under `sync`).
+    pub fn wait_durable(&self, pending: &PendingAppend) -> Result<(), LogError> {
         if self.config.durability == Durability::Sync {
-            self.sync_to(next)?;
+            self.sync_to(pending.next_offset)?;
         }
-        Ok(info)
+        Ok(())
+    }
+
+    /// Watches the high watermark, for readers that wait for new data.
+    pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watermark_tx.subscribe()
+    }
+
+    /// Raises the high watermark and wakes readers waiting for it.
+    fn publish_high_watermark(&self, end: u64) {
+        if self.high_watermark.fetch_max(end, Ordering::AcqRel) < end {
+            self.watermark_tx.send_if_modified(|hw| {
+                let raise = end > *hw;
+                if raise {
+                    *hw = end;
+                }
+                raise
+            });
+        }
     }
 
     /// Checks and writes one batch; returns where it landed and the offset
@@ -288,6 +341,15 @@ impl Partition {
 
         {
             let mut w = self.writer.lock();
+            if let SequenceCheck::Duplicate(dup) = w.producers.check(&header)? {
+                let info = AppendInfo {
+                    base_offset: dup.base_offset,
+                    last_offset: dup.last_offset,
+                    log_append_time: None,
+                    duplicate: true,
+                };
+                return Ok((info, dup.last_offset + 1));
+            }
             let now = self.clock.now_ms();
             self.maybe_roll(&mut w, size, header.last_offset_delta, now)?;
             header.base_offset = w.next_offset;
@@ -308,17 +370,19 @@ impl Partition {
                 self.config.index_interval_bytes,
             );
             w.next_offset = header.next_offset();
+            w.producers.record(&header, header.base_offset);
             self.batches_written.fetch_add(1, Ordering::Release);
             w.first_timestamp.get_or_insert(now);
             self.cache
                 .push(header.base_offset, header.next_offset(), batch.freeze());
             if self.config.durability != Durability::Sync {
-                self.high_watermark.store(w.next_offset, Ordering::Release);
+                self.publish_high_watermark(w.next_offset);
             }
             let info = AppendInfo {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
                 log_append_time,
+                duplicate: false,
             };
             Ok((info, w.next_offset))
         }
@@ -390,7 +454,7 @@ impl Partition {
         };
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(written, Ordering::AcqRel);
-        self.high_watermark.fetch_max(written, Ordering::AcqRel);
+        self.publish_high_watermark(written);
         Ok(())
     }
 
@@ -796,6 +860,37 @@ fn recover_active(
         first_timestamp: first_ts.or(outcome.first_timestamp),
         up_to_date_checkpoint: used_checkpoint && outcome.end == from,
     })
+}
+
+/// Rebuilds the idempotent-producer table from the batch headers in the
+/// last [`REBUILD_WINDOW_BYTES`] of the (recovered) active segment.
+fn rebuild_producers(seg: &Segment) -> Result<ProducerTable, LogError> {
+    let mut table = ProducerTable::new();
+    let size = seg.size();
+    if size == 0 {
+        return Ok(table);
+    }
+    let window_start = size.saturating_sub(REBUILD_WINDOW_BYTES);
+    // Start at an indexed batch boundary at or before the window.
+    let from = {
+        let ix = seg.indexes_mut();
+        ix.offsets
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.position as u64 <= window_start)
+            .map_or(0, |e| e.position as u64)
+    };
+    let buf = seg.read_at(from, (size - from) as usize)?;
+    let mut pos = 0usize;
+    while pos + sluice_protocol::batch::HEADER_LEN <= buf.len() {
+        let Ok(header) = sluice_protocol::batch::BatchHeader::parse(&buf[pos..]) else {
+            break;
+        };
+        table.record(&header, header.base_offset);
+        pos += header.total_len();
+    }
+    Ok(table)
 }
 
 /// Locks a std mutex whose data stays valid even if a holder panicked.

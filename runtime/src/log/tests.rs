@@ -689,3 +689,52 @@ mod model {
         }
     }
 }
+
+fn producer_batch(pid: i64, seq: i32, records: usize) -> BytesMut {
+    let mut b = BatchBuilder::new(T0).producer(pid, 0, seq);
+    for i in 0..records {
+        b.push(
+            T0,
+            None,
+            Some(format!("p{pid}-{}", seq as usize + i).as_bytes()),
+            &[],
+        );
+    }
+    BytesMut::from(&b.finish()[..])
+}
+
+#[test]
+fn idempotent_retries_are_not_written_twice_even_after_a_crash() {
+    let f = Fixture::new();
+    let log = f.open(&[("t", config())]);
+    let p = log.partition("t", 0).unwrap();
+    let first = p.append(producer_batch(9, 0, 3)).unwrap();
+    assert!(!first.duplicate);
+    // A retry of the same batch answers with the original offsets.
+    let retry = p.append(producer_batch(9, 0, 3)).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+    // A gap is refused and writes nothing.
+    assert!(matches!(
+        p.append(producer_batch(9, 7, 1)),
+        Err(LogError::OutOfOrderSequence {
+            expected: 3,
+            got: 7,
+            ..
+        })
+    ));
+    p.append(producer_batch(9, 3, 1)).unwrap();
+    assert_eq!(p.high_watermark(), 4);
+    drop(p);
+    log.simulate_crash();
+
+    // After a crash the table is rebuilt from the log: the retry is still seen.
+    let log = f.open(&[("t", config())]);
+    let p = log.partition("t", 0).unwrap();
+    let retry = p.append(producer_batch(9, 3, 1)).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 3);
+    assert!(p.append(producer_batch(9, 5, 1)).is_err());
+    assert_eq!(p.append(producer_batch(9, 4, 1)).unwrap().base_offset, 4);
+    assert_eq!(read_all(&p, 0).len(), 5);
+}

@@ -1,0 +1,225 @@
+//! The primitive encoding of control payloads: big-endian integers, strings,
+//! byte strings and arrays, each with an explicit length.
+//!
+//! | type | encoding |
+//! |---|---|
+//! | `u8 u16 u32 u64 i16 i32 i64` | fixed width, big-endian |
+//! | `bool` | `u8`, 0 or 1 (anything else is malformed) |
+//! | `string` | `u16` byte length, then that many bytes of UTF-8 |
+//! | `bytes` | `u32` byte length, then the bytes |
+//! | `array<T>` | `u32` element count, then the elements |
+//!
+//! Decoding never trusts a declared length: every read is checked against
+//! what is left, and array counts are bounded by the bytes remaining, so a
+//! hostile count cannot make the decoder allocate.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload ends early: needed {needed} more bytes for {what}")]
+    Truncated { what: &'static str, needed: usize },
+    #[error("string field is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("invalid value for {what}: {value}")]
+    InvalidValue { what: &'static str, value: i64 },
+    #[error("{0} bytes left over after the payload")]
+    TrailingBytes(usize),
+    #[error("unknown op {0:#06x}")]
+    UnknownOp(u16),
+}
+
+/// Reads primitives from a payload.
+#[derive(Debug)]
+pub struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    pub fn new(buf: Bytes) -> Self {
+        Reader { buf }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.remaining()
+    }
+
+    fn need(&self, what: &'static str, n: usize) -> Result<(), DecodeError> {
+        if self.buf.remaining() < n {
+            return Err(DecodeError::Truncated {
+                what,
+                needed: n - self.buf.remaining(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        self.need(what, 1)?;
+        Ok(self.buf.get_u8())
+    }
+
+    pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(DecodeError::InvalidValue {
+                what,
+                value: v as i64,
+            }),
+        }
+    }
+
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        self.need(what, 2)?;
+        Ok(self.buf.get_u16())
+    }
+
+    pub fn i16(&mut self, what: &'static str) -> Result<i16, DecodeError> {
+        self.need(what, 2)?;
+        Ok(self.buf.get_i16())
+    }
+
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        self.need(what, 4)?;
+        Ok(self.buf.get_u32())
+    }
+
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        self.need(what, 8)?;
+        Ok(self.buf.get_u64())
+    }
+
+    pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        self.need(what, 8)?;
+        Ok(self.buf.get_i64())
+    }
+
+    pub fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let len = self.u16(what)? as usize;
+        self.need(what, len)?;
+        let bytes = self.buf.split_to(len);
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    /// A length-prefixed byte string, sharing the payload's buffer.
+    pub fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
+        let len = self.u32(what)? as usize;
+        self.need(what, len)?;
+        Ok(self.buf.split_to(len))
+    }
+
+    /// An array count, checked against the bytes left: each element takes
+    /// at least `min_element_len` bytes.
+    pub fn count(
+        &mut self,
+        what: &'static str,
+        min_element_len: usize,
+    ) -> Result<usize, DecodeError> {
+        let n = self.u32(what)? as usize;
+        let needed = n.saturating_mul(min_element_len.max(1));
+        self.need(what, needed)?;
+        Ok(n)
+    }
+
+    pub fn array<T>(
+        &mut self,
+        what: &'static str,
+        min_element_len: usize,
+        mut element: impl FnMut(&mut Reader) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = self.count(what, min_element_len)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(element(self)?);
+        }
+        Ok(out)
+    }
+
+    /// Fails unless the whole payload was consumed.
+    pub fn finish(self) -> Result<(), DecodeError> {
+        match self.buf.remaining() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+}
+
+/// Writes primitives into a payload.
+#[derive(Debug, Default)]
+pub struct Writer {
+    buf: BytesMut,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Writer {
+            buf: BytesMut::with_capacity(n),
+        }
+    }
+
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.put_u8(v);
+        self
+    }
+
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(v as u8)
+    }
+
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.put_u16(v);
+        self
+    }
+
+    pub fn i16(&mut self, v: i16) -> &mut Self {
+        self.buf.put_i16(v);
+        self
+    }
+
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.put_u32(v);
+        self
+    }
+
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.put_u64(v);
+        self
+    }
+
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.put_i64(v);
+        self
+    }
+
+    /// Writes a string, cut to the 65,535 bytes its length field can say
+    /// (at a character boundary). Names are validated long before this.
+    pub fn string(&mut self, s: &str) -> &mut Self {
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.buf.put_u16(end as u16);
+        self.buf.put_slice(&s.as_bytes()[..end]);
+        self
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.buf.put_u32(b.len() as u32);
+        self.buf.put_slice(b);
+        self
+    }
+
+    pub fn count(&mut self, n: usize) -> &mut Self {
+        self.u32(n as u32)
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
