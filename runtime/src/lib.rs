@@ -8,6 +8,10 @@
 //!   of record (topics, group offsets, …);
 //! - [`store`]: the two opened together from one data directory, the way the
 //!   broker uses them;
+//! - [`broker`]: dispatch — what the broker does with each request (the
+//!   layer between the network and storage);
+//! - [`net`]: the QUIC listener and its TLS;
+//! - [`config`]: broker settings from a TOML file, environment and flags;
 //! - [`clock`]: wall-clock time behind a trait so time-driven logic is tested
 //!   with a clock the test controls;
 //! - [`cli`]: the `sluice` command line (`sluice dev`, `sluice bench`);
@@ -17,8 +21,11 @@
 //! with clients.
 
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod log;
 pub mod meta;
+pub mod net;
 pub mod store;

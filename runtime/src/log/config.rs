@@ -113,7 +113,83 @@ impl Default for TopicConfig {
     }
 }
 
+/// Names of the settings [`TopicConfig::set`] accepts, as the protocol and
+/// the CLI spell them.
+pub const SETTING_NAMES: &[&str] = &[
+    "durability",
+    "segment_bytes",
+    "segment_ms",
+    "retention_ms",
+    "retention_bytes",
+    "timestamp",
+    "max_batch_bytes",
+    "index_interval_bytes",
+];
+
 impl TopicConfig {
+    /// Sets one setting from its string form (`retention_ms = none` clears
+    /// an optional limit). Partitions are not a setting: they are given
+    /// separately at creation.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn num<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{key} must be a non-negative integer, got {value:?}"))
+        }
+        fn optional(key: &str, value: &str) -> Result<Option<u64>, String> {
+            if value == "none" { Ok(None) } else { num(key, value).map(Some) }
+        }
+        match key {
+            "durability" => self.durability = value.parse()?,
+            "segment_bytes" => self.segment_bytes = num(key, value)?,
+            "segment_ms" => self.segment_ms = num(key, value)?,
+            "retention_ms" => self.retention_ms = optional(key, value)?,
+            "retention_bytes" => self.retention_bytes = optional(key, value)?,
+            "timestamp" => {
+                self.timestamp = match value {
+                    "create_time" => TimestampPolicy::CreateTime,
+                    "log_append_time" => TimestampPolicy::LogAppendTime,
+                    _ => {
+                        return Err(format!(
+                            "timestamp must be create_time or log_append_time, got {value:?}"
+                        ));
+                    }
+                }
+            }
+            "max_batch_bytes" => self.max_batch_bytes = num(key, value)?,
+            "index_interval_bytes" => self.index_interval_bytes = num(key, value)?,
+            _ => {
+                return Err(format!(
+                    "unknown topic setting {key:?}; known: {}",
+                    SETTING_NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every setting in the string form [`set`](Self::set) reads back.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let opt = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        let timestamp = match self.timestamp {
+            TimestampPolicy::CreateTime => "create_time",
+            TimestampPolicy::LogAppendTime => "log_append_time",
+        };
+        [
+            ("durability", self.durability.to_string()),
+            ("segment_bytes", self.segment_bytes.to_string()),
+            ("segment_ms", self.segment_ms.to_string()),
+            ("retention_ms", opt(self.retention_ms)),
+            ("retention_bytes", opt(self.retention_bytes)),
+            ("timestamp", timestamp.to_owned()),
+            ("max_batch_bytes", self.max_batch_bytes.to_string()),
+            ("index_interval_bytes", self.index_interval_bytes.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), String> {
         if self.partitions == 0 || self.partitions > 100_000 {
@@ -159,6 +235,24 @@ mod tests {
         );
         assert!("interval:0".parse::<Durability>().is_err());
         assert!("fsync".parse::<Durability>().is_err());
+    }
+
+    #[test]
+    fn settings_round_trip_through_strings() {
+        let mut cfg = TopicConfig {
+            durability: Durability::Interval(9),
+            retention_ms: None,
+            retention_bytes: Some(77),
+            timestamp: TimestampPolicy::LogAppendTime,
+            ..TopicConfig::default()
+        };
+        let mut back = TopicConfig::default();
+        for (k, v) in cfg.to_pairs() {
+            back.set(&k, &v).unwrap();
+        }
+        assert_eq!(back, cfg);
+        assert!(cfg.set("segment_bytes", "-1").unwrap_err().contains("segment_bytes"));
+        assert!(cfg.set("colour", "red").unwrap_err().contains("unknown topic setting"));
     }
 
     #[test]

@@ -618,8 +618,7 @@ impl Partition {
         cp.store(&self.dir)
             .map_err(|e| LogError::io(&self.dir, e))?;
         self.durable.fetch_max(cp.next_offset, Ordering::AcqRel);
-        self.high_watermark
-            .fetch_max(cp.next_offset, Ordering::AcqRel);
+        self.publish_high_watermark(cp.next_offset);
         *last = Some((cp.segment_base, cp.position));
         Ok(())
     }

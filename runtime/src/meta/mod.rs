@@ -11,6 +11,7 @@
 //! - `topics`: topic name → storage settings (`TopicConfig`).
 //! - `group_offsets`: (group, topic, partition) → the group's committed
 //!   offset, keyed so that one group's offsets are one contiguous prefix.
+//! - `cluster`: broker-wide counters (the next idempotent-producer id).
 //!
 //! Later features add their own families (function registry, function kv
 //! state, delay queue, delay ids, transactions, producer state): add a
@@ -45,7 +46,11 @@ pub const CF_GROUP_OFFSETS: &str = "group_offsets";
 
 /// Every column family this build uses; [`MetaStore::open`] creates the
 /// missing ones.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_GROUP_OFFSETS];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_GROUP_OFFSETS, CF_CLUSTER];
+
+/// Broker-wide counters: `next_producer_id` → u64 big-endian.
+pub const CF_CLUSTER: &str = "cluster";
+const NEXT_PRODUCER_ID: &[u8] = b"next_producer_id";
 
 /// The broker's metadata: topics and consumer-group offsets (more to come).
 ///
@@ -69,6 +74,8 @@ pub struct MetaStore {
     /// next to appends, and offset commits are batched per group, so the
     /// fsync per write is affordable; correctness first.
     sync_write: WriteOptions,
+    /// Serialises producer-id allocation (a read-modify-write).
+    producer_ids: parking_lot::Mutex<()>,
 }
 
 impl fmt::Debug for MetaStore {
@@ -130,6 +137,7 @@ impl MetaStore {
             db,
             path: path.to_path_buf(),
             sync_write,
+            producer_ids: parking_lot::Mutex::new(()),
         };
         // Fail at open, not at the first request, if a family is missing.
         for &name in COLUMN_FAMILIES {
@@ -192,6 +200,29 @@ impl MetaStore {
         let mut read = ReadOptions::default();
         read.set_iterate_range(PrefixRange(prefix));
         self.db.iterator_cf_opt(cf, read, IteratorMode::Start)
+    }
+
+    // ----------------------------------------------------------- cluster ---
+
+    /// Hands out a producer id never handed out before by this data
+    /// directory (the counter is written with a synced write first).
+    pub fn allocate_producer_id(&self) -> Result<i64, MetaError> {
+        let _serial = self.producer_ids.lock();
+        let cf = self.cf(CF_CLUSTER)?;
+        let next = match self.db.get_pinned_cf(cf, NEXT_PRODUCER_ID)? {
+            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..].try_into().unwrap_or_default()),
+            Some(_) => {
+                return Err(MetaError::corrupt(
+                    CF_CLUSTER,
+                    "next_producer_id is not 8 bytes",
+                ));
+            }
+            None => 0,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, NEXT_PRODUCER_ID, (next + 1).to_be_bytes());
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(next as i64)
     }
 
     // ------------------------------------------------------------ topics ---
@@ -380,6 +411,25 @@ impl MetaStore {
         self.db.write_opt(batch, &self.sync_write)?;
         tracing::debug!(group, offsets_removed = removed, "deleted group offsets");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod producer_id_tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_are_never_reused_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = MetaStore::open(dir.path()).unwrap();
+            let a = store.allocate_producer_id().unwrap();
+            let b = store.allocate_producer_id().unwrap();
+            assert_eq!(b, a + 1);
+            b
+        };
+        let store = MetaStore::open(dir.path()).unwrap();
+        assert_eq!(store.allocate_producer_id().unwrap(), first + 1);
     }
 }
 
