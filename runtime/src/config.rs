@@ -48,13 +48,13 @@ pub struct BrokerConfig {
 }
 
 /// The broker's certificate. Both or neither: with neither, a self-signed
-/// certificate is generated in the data directory (development only).
+/// certificate is generated in `<data_dir>/tls/` (development only).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
-    /// Certificate chain file.
+    /// PEM certificate chain file.
     pub cert: Option<PathBuf>,
-    /// Private key file.
+    /// PEM private key file.
     pub key: Option<PathBuf>,
 }
 
@@ -159,10 +159,10 @@ pub struct ConfigOverrides {
     /// Where topics, offsets and logs are kept [config: data_dir]
     #[arg(long, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TLS certificate chain file; needs --tls-key too [config: tls.cert]
+    /// PEM TLS certificate chain file; needs --tls-key too [config: tls.cert]
     #[arg(long, env = "SLUICE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key file; needs --tls-cert too [config: tls.key]
+    /// PEM TLS private key file; needs --tls-cert too [config: tls.key]
     #[arg(long, env = "SLUICE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Comma-separated list of accepted tokens; replaces the file's list
@@ -533,7 +533,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         let y = b.get(i).copied().unwrap_or(0);
         diff = std::hint::black_box(diff | (x ^ y));
     }
-    true
+    diff == 0
 }
 
 const EXAMPLE_TOML: &str = r#"# Sluice broker configuration (sluice.toml).
@@ -551,9 +551,9 @@ listen = "127.0.0.1:7420"
 data_dir = "./sluice-data"
 
 [tls]
-# Certificate chain and private key files: set both or neither. With neither,
-# a self-signed certificate is generated in data_dir, for development only
-# (sluice serve refuses to start without these).
+# PEM certificate chain and PEM private key files: set both or neither. With
+# neither, a self-signed certificate is generated in data_dir/tls/, for
+# development only (sluice serve refuses to start without these).
 # cert = "/etc/sluice/cert.pem"    # --tls-cert / SLUICE_TLS_CERT
 # key = "/etc/sluice/key.pem"      # --tls-key / SLUICE_TLS_KEY
 
@@ -668,8 +668,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let mut expected = BrokerConfig::default();
-        expected.listen = "0.0.0.0:9000".parse().unwrap();
+        let mut expected = BrokerConfig {
+            listen: "0.0.0.0:9000".parse().unwrap(),
+            ..BrokerConfig::default()
+        };
         expected.auth.tokens = vec!["a".into(), "b".into()];
         expected.limits.max_connections = 10;
         expected.limits.idle_timeout_ms = 5;
@@ -967,8 +969,10 @@ mod tests {
         let message = invalid_message(c.validate());
         assert!(message.contains("auth.tokens[1] is empty"), "{message}");
 
-        let mut c = BrokerConfig::default();
-        c.data_dir = PathBuf::new();
+        let c = BrokerConfig {
+            data_dir: PathBuf::new(),
+            ..BrokerConfig::default()
+        };
         let message = invalid_message(c.validate());
         assert!(message.contains("data_dir"), "{message}");
     }
