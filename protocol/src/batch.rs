@@ -57,6 +57,8 @@ const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
 const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 
 const COMPRESSION_MASK: u16 = 0x07;
 const TIMESTAMP_TYPE_BIT: u16 = 0x08;
@@ -603,6 +605,16 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp: i64) {
     buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Renumbers an idempotent producer's batch: sets its epoch and base
+/// sequence and recomputes the CRC (the records are unchanged). A client
+/// does this when it restarts a partition's sequence after a batch failed.
+pub fn set_producer_sequence(buf: &mut [u8], epoch: i16, base_sequence: i32) {
+    buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&epoch.to_be_bytes());
+    buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
+    buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 fn be_i32(buf: &[u8], at: usize) -> i32 {
     i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -923,5 +935,26 @@ mod tests {
         assert_eq!(offsets, vec![0, 1, 2]);
         let truncated: Vec<_> = BatchIter::new(&all[..all.len() - 3]).collect();
         assert!(truncated.last().unwrap().is_err());
+    }
+}
+
+#[cfg(test)]
+mod renumber_tests {
+    use super::*;
+
+    #[test]
+    fn renumbering_keeps_the_batch_valid() {
+        let mut b = BatchBuilder::new(5).producer(3, 0, 10);
+        b.push(5, Some(b"k"), Some(b"v"), &[]);
+        b.push(6, None, Some(b"w"), &[]);
+        let mut buf = b.finish().to_vec();
+        set_producer_sequence(&mut buf, 2, 0);
+        let view = BatchView::parse(&buf).unwrap();
+        view.validate().unwrap();
+        let h = view.header();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (3, 2, 0)
+        );
     }
 }

@@ -20,6 +20,7 @@ use sluice_protocol::ops::{
 use sluice_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::BrokerConfig;
 use crate::log::{LogError, Partition, PendingAppend, TopicConfig};
 use crate::meta::MetaError;
 use crate::store::{Store, StoreError};
@@ -27,9 +28,8 @@ use crate::store::{Store, StoreError};
 /// What the broker enforces and announces, taken from the configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// Accepted tokens; empty token = anonymous.
-    pub tokens: Vec<String>,
-    pub allow_anonymous: bool,
+    /// The configuration the settings came from (tokens live here).
+    pub config: BrokerConfig,
     pub max_frame_bytes: u32,
     pub max_message_bytes: u32,
     /// Settings a topic gets unless its creator says otherwise.
@@ -37,22 +37,25 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    /// Whether `token` may connect. Tokens are compared in constant time.
-    pub fn accepts_token(&self, token: &str) -> bool {
-        if token.is_empty() {
-            return self.allow_anonymous;
-        }
-        self.tokens
-            .iter()
-            .fold(false, |ok, t| ok | constant_time_eq(t.as_bytes(), token.as_bytes()))
+    pub fn from_config(config: &BrokerConfig) -> Result<BrokerSettings, String> {
+        let topic_defaults = TopicConfig {
+            partitions: config.topic_defaults.partitions,
+            durability: config.topic_defaults.durability.parse()?,
+            max_batch_bytes: config.limits.max_message_bytes,
+            ..TopicConfig::default()
+        };
+        Ok(BrokerSettings {
+            config: config.clone(),
+            max_frame_bytes: config.limits.max_frame_bytes,
+            max_message_bytes: config.limits.max_message_bytes,
+            topic_defaults,
+        })
     }
-}
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    /// Whether `token` may connect (empty = anonymous).
+    pub fn accepts_token(&self, token: &str) -> bool {
+        self.config.accepts_token(token)
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Who is on the other end of a connection, once its handshake succeeded.
@@ -117,7 +120,10 @@ impl Broker {
 
     // ------------------------------------------------------------ handshake
 
-    pub async fn handshake(&self, req: HandshakeRequest) -> Result<(Session, HandshakeResponse), WireError> {
+    pub async fn handshake(
+        &self,
+        req: HandshakeRequest,
+    ) -> Result<(Session, HandshakeResponse), WireError> {
         if req.version < MIN_PROTOCOL_VERSION {
             return Err(WireError::new(
                 ErrorCode::UnsupportedVersion,
@@ -181,7 +187,9 @@ impl Broker {
 
     pub async fn delete_topic(&self, req: DeleteTopicRequest) -> Result<(), WireError> {
         let store = self.store.clone();
-        blocking(move || store.delete_topic(&req.name)).await?.map_err(store_error)
+        blocking(move || store.delete_topic(&req.name))
+            .await?
+            .map_err(store_error)
     }
 
     pub fn list_topics(&self) -> ListTopicsResponse {
@@ -230,7 +238,9 @@ impl Broker {
             .map(|e| {
                 let partition = match self.store.log().partition(&e.topic, e.partition) {
                     Ok(p) => p,
-                    Err(err) => return WrittenEntry::Done(failed(e.topic, e.partition, log_error(err))),
+                    Err(err) => {
+                        return WrittenEntry::Done(failed(e.topic, e.partition, log_error(err)));
+                    }
                 };
                 if e.batch.len() > self.settings.max_message_bytes as usize {
                     let err = WireError::new(
@@ -258,7 +268,9 @@ impl Broker {
 
     /// Waits until the written entries are durable and builds the response.
     pub async fn produce_complete(&self, written: Vec<WrittenEntry>) -> ProduceResponse {
-        let needs_wait = written.iter().any(|w| matches!(w, WrittenEntry::Pending { .. }));
+        let needs_wait = written
+            .iter()
+            .any(|w| matches!(w, WrittenEntry::Pending { .. }));
         let results = if needs_wait {
             // Under `sync` this blocks on the group commit: off the async workers.
             blocking(move || written.into_iter().map(wait_durable).collect())
@@ -289,7 +301,10 @@ impl Broker {
             }
             let response = self.read_once(&req).await;
             let bytes: usize = response.partitions.iter().map(|p| p.records.len()).sum();
-            let any_error = response.partitions.iter().any(|p| p.error != ErrorCode::None);
+            let any_error = response
+                .partitions
+                .iter()
+                .any(|p| p.error != ErrorCode::None);
             if bytes >= req.min_bytes.max(1) as usize
                 || any_error
                 || watches.is_empty()
@@ -298,7 +313,8 @@ impl Broker {
             {
                 return response;
             }
-            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let changed =
+                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -317,7 +333,9 @@ impl Broker {
                 let result = store
                     .log()
                     .partition(&p.topic, p.partition)
-                    .and_then(|part| part.read(p.offset, (p.max_bytes as usize).min(budget.max(1))));
+                    .and_then(|part| {
+                        part.read(p.offset, (p.max_bytes as usize).min(budget.max(1)))
+                    });
                 out.push(match result {
                     Ok(r) => {
                         let records: Bytes = if r.chunks.len() == 1 {
@@ -340,7 +358,9 @@ impl Broker {
                         let (hw, start) = store
                             .log()
                             .partition(&p.topic, p.partition)
-                            .map_or((0, 0), |part| (part.high_watermark(), part.log_start_offset()));
+                            .map_or((0, 0), |part| {
+                                (part.high_watermark(), part.log_start_offset())
+                            });
                         let err = log_error(e);
                         FetchResult {
                             topic: p.topic.clone(),
@@ -374,9 +394,9 @@ impl Broker {
                         Ok(match q.spec {
                             OffsetSpec::Earliest => p.log_start_offset(),
                             OffsetSpec::Latest => p.high_watermark(),
-                            OffsetSpec::Timestamp(t) => {
-                                p.offset_for_timestamp(t)?.unwrap_or_else(|| p.high_watermark())
-                            }
+                            OffsetSpec::Timestamp(t) => p
+                                .offset_for_timestamp(t)?
+                                .unwrap_or_else(|| p.high_watermark()),
                         })
                     });
                     match offset {
@@ -443,7 +463,9 @@ fn failed(topic: String, partition: u32, err: WireError) -> ProduceResult {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, WireError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WireError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("task failed: {e}")))
@@ -476,31 +498,5 @@ fn store_error(e: StoreError) -> WireError {
         StoreError::Log(e) => log_error(e),
         StoreError::Meta(MetaError::InvalidName(n)) => WireError::new(ErrorCode::InvalidConfig, n),
         StoreError::Meta(e) => meta_error(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(tokens: &[&str], anonymous: bool) -> BrokerSettings {
-        BrokerSettings {
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            allow_anonymous: anonymous,
-            max_frame_bytes: 1 << 20,
-            max_message_bytes: 1 << 19,
-            topic_defaults: TopicConfig::default(),
-        }
-    }
-
-    #[test]
-    fn tokens_are_checked() {
-        let s = settings(&["secret", "other"], false);
-        assert!(s.accepts_token("secret"));
-        assert!(s.accepts_token("other"));
-        assert!(!s.accepts_token("secreT"));
-        assert!(!s.accepts_token("secret2"));
-        assert!(!s.accepts_token(""));
-        assert!(settings(&[], true).accepts_token(""));
     }
 }

@@ -11,6 +11,7 @@
 //! - [`broker`]: dispatch — what the broker does with each request (the
 //!   layer between the network and storage);
 //! - [`net`]: the QUIC listener and its TLS;
+//! - [`node`]: a running broker — store, dispatch and listener started together;
 //! - [`config`]: broker settings from a TOML file, environment and flags;
 //! - [`clock`]: wall-clock time behind a trait so time-driven logic is tested
 //!   with a clock the test controls;
@@ -28,4 +29,5 @@ pub mod config;
 pub mod log;
 pub mod meta;
 pub mod net;
+pub mod node;
 pub mod store;

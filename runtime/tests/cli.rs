@@ -73,7 +73,7 @@ fn dev_explains_an_unusable_data_dir() {
 fn dev_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = sluice()
-        .args(["dev", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,8 +1,9 @@
-//! `sluice dev`: the broker on embedded defaults, for a first run.
+//! `sluice dev` and `sluice serve`: run the broker.
 //!
-//! Until the network front end lands it opens the store (recovering it),
-//! reports what it holds, keeps background maintenance running, and shuts
-//! down cleanly on Ctrl-C or SIGTERM.
+//! `dev` is for a first run: embedded defaults, data in ./sluice-data, a
+//! self-signed certificate generated into the data directory, anonymous
+//! access allowed unless tokens are given. `serve` is for production: it
+//! needs a config file (or flags) naming a certificate and tokens.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,32 +12,82 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::clock::SystemClock;
+use crate::config::{BrokerConfig, ConfigOverrides};
 use crate::log::LogOptions;
+use crate::node::Node;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Where topics, offsets and logs are kept.
-    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
-    pub data_dir: PathBuf,
+    /// Optional TOML config file (see docs/operations.md).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
     /// Open the store, print the report and exit instead of serving.
     #[arg(long)]
     pub check: bool,
 }
 
-pub fn run(args: DevArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data_dir, LogOptions::default(), Arc::new(SystemClock))
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
-    print_report(&store);
-    if !args.check {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve_until_shutdown())?;
-        println!("Shutting down: syncing and checkpointing the log.");
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see docs/operations.md).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+}
+
+pub fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    let mut config = BrokerConfig::load(args.config.as_deref(), &args.overrides)?;
+    if args.overrides.allow_anonymous.is_none() && config.auth.tokens.is_empty() {
+        config.auth.allow_anonymous = true;
     }
-    store.close()?;
-    Ok(())
+    if args.check {
+        let store = Store::open(
+            &config.data_dir,
+            LogOptions::default(),
+            Arc::new(SystemClock),
+        )
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+        print_report(&store);
+        store.close()?;
+        return Ok(());
+    }
+    run_broker(config)
+}
+
+pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(args.config.as_deref(), &args.overrides)?;
+    config.validate_for_serve()?;
+    run_broker(config)
+}
+
+fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            // Handlers first, so a signal sent as soon as a supervisor (or a
+            // test) sees the "running" line shuts down cleanly.
+            let mut term = signal(SignalKind::terminate())?;
+            let mut interrupt = signal(SignalKind::interrupt())?;
+            let node = Node::start(&config, Arc::new(SystemClock)).await?;
+            print_report(node.broker().store());
+            let anonymous = if config.auth.allow_anonymous { "anonymous access allowed" } else { "tokens required" };
+            println!(
+                "Sluice is running on {} ({anonymous}); clients trust {}. Ctrl-C to stop.",
+                node.addr(),
+                node.cert_path().display()
+            );
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+            println!("Shutting down: finishing in-flight requests, then syncing and checkpointing the log.");
+            node.shutdown().await
+        })
 }
 
 fn print_report(store: &Store) {
@@ -66,19 +117,4 @@ fn print_report(store: &Store) {
             );
         }
     }
-}
-
-/// Waits for Ctrl-C or SIGTERM. The handlers are installed before the
-/// "running" line is printed, so a signal sent as soon as a supervisor (or a
-/// test) sees that line shuts down cleanly instead of killing the process.
-async fn serve_until_shutdown() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    println!("Sluice is running (storage only; the QUIC listener comes next). Ctrl-C to stop.");
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

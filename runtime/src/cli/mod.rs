@@ -18,6 +18,9 @@ pub enum Command {
     /// Start a broker on embedded defaults: data in ./sluice-data, no config
     /// file needed.
     Dev(dev::DevArgs),
+    /// Start a broker for production: needs a certificate and tokens, from
+    /// --config FILE, SLUICE_* environment variables or flags.
+    Serve(dev::ServeArgs),
     /// Run a benchmark program and print its figures.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -27,7 +30,8 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::Dev(args) => dev::run(args),
+        Command::Dev(args) => dev::run_dev(args),
+        Command::Serve(args) => dev::run_serve(args),
         Command::Bench(args) => crate::bench::run(*args),
     }
 }

@@ -137,7 +137,11 @@ impl TopicConfig {
                 .map_err(|_| format!("{key} must be a non-negative integer, got {value:?}"))
         }
         fn optional(key: &str, value: &str) -> Result<Option<u64>, String> {
-            if value == "none" { Ok(None) } else { num(key, value).map(Some) }
+            if value == "none" {
+                Ok(None)
+            } else {
+                num(key, value).map(Some)
+            }
         }
         match key {
             "durability" => self.durability = value.parse()?,
@@ -183,7 +187,10 @@ impl TopicConfig {
             ("retention_bytes", opt(self.retention_bytes)),
             ("timestamp", timestamp.to_owned()),
             ("max_batch_bytes", self.max_batch_bytes.to_string()),
-            ("index_interval_bytes", self.index_interval_bytes.to_string()),
+            (
+                "index_interval_bytes",
+                self.index_interval_bytes.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -251,8 +258,16 @@ mod tests {
             back.set(&k, &v).unwrap();
         }
         assert_eq!(back, cfg);
-        assert!(cfg.set("segment_bytes", "-1").unwrap_err().contains("segment_bytes"));
-        assert!(cfg.set("colour", "red").unwrap_err().contains("unknown topic setting"));
+        assert!(
+            cfg.set("segment_bytes", "-1")
+                .unwrap_err()
+                .contains("segment_bytes")
+        );
+        assert!(
+            cfg.set("colour", "red")
+                .unwrap_err()
+                .contains("unknown topic setting")
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ pub enum NetError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A bound listener; [`run`](Server::run) serves until the broker's
@@ -109,8 +112,8 @@ impl Server {
             limits.max_streams_per_connection,
             limits.idle_timeout,
         )));
-        let endpoint =
-            quinn::Endpoint::server(config, addr).map_err(|source| NetError::Bind { addr, source })?;
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .map_err(|source| NetError::Bind { addr, source })?;
         Ok(Server {
             endpoint,
             broker,
@@ -220,7 +223,11 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, limits: 
 }
 
 /// Reads frames off one stream and dispatches them; see the module docs.
-async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, state: Arc<ConnectionState>) {
+async fn serve_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    state: Arc<ConnectionState>,
+) {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let writer = tokio::spawn(write_responses(send, rx));
     let shutdown = state.broker.shutdown_token().clone();
@@ -256,7 +263,10 @@ async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, stat
 
 fn malformed_frame(e: FrameError, tx: &mpsc::UnboundedSender<Bytes>) {
     tracing::debug!(error = %e, "malformed frame; closing the stream");
-    let err = WireError::new(ErrorCode::MalformedFrame, format!("{e}; this stream is closed"));
+    let err = WireError::new(
+        ErrorCode::MalformedFrame,
+        format!("{e}; this stream is closed"),
+    );
     let _ = tx.send(encode(ERROR_OP, 0, &err.encode()));
 }
 
@@ -300,7 +310,10 @@ async fn dispatch(
                 DecodeError::UnknownOp(_) => ErrorCode::UnknownOp,
                 _ => ErrorCode::MalformedRequest,
             };
-            let _ = tx.send(error_frame(request_id, &WireError::new(code, e.to_string())));
+            let _ = tx.send(error_frame(
+                request_id,
+                &WireError::new(code, e.to_string()),
+            ));
             return;
         }
     };
@@ -340,7 +353,11 @@ async fn dispatch(
             tokio::spawn(async move {
                 let resp = broker.produce_complete(written).await;
                 if acks == sluice_protocol::ops::Acks::Durable {
-                    let _ = tx.send(encode(Op::Produce.response_op(), request_id, &resp.encode()));
+                    let _ = tx.send(encode(
+                        Op::Produce.response_op(),
+                        request_id,
+                        &resp.encode(),
+                    ));
                 }
                 drop(permit);
             });
@@ -364,14 +381,27 @@ async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
     }
     use sluice_protocol::ops::Empty;
     match request {
-        Request::CreateTopic(r) => ok(Op::CreateTopic, request_id, broker.create_topic(r).await.map(|_| Empty)),
-        Request::DeleteTopic(r) => ok(Op::DeleteTopic, request_id, broker.delete_topic(r).await.map(|_| Empty)),
+        Request::CreateTopic(r) => ok(
+            Op::CreateTopic,
+            request_id,
+            broker.create_topic(r).await.map(|_| Empty),
+        ),
+        Request::DeleteTopic(r) => ok(
+            Op::DeleteTopic,
+            request_id,
+            broker.delete_topic(r).await.map(|_| Empty),
+        ),
         Request::ListTopics(_) => ok(Op::ListTopics, request_id, Ok(broker.list_topics())),
         Request::DescribeTopic(r) => ok(Op::DescribeTopic, request_id, broker.describe_topic(r)),
         Request::Fetch(r) => ok(Op::Fetch, request_id, Ok(broker.fetch(r).await)),
-        Request::ListOffsets(r) => ok(Op::ListOffsets, request_id, Ok(broker.list_offsets(r).await)),
-        Request::Handshake(_) | Request::Produce(_) => {
-            error_frame(request_id, &WireError::new(ErrorCode::Internal, "dispatched twice"))
-        }
+        Request::ListOffsets(r) => ok(
+            Op::ListOffsets,
+            request_id,
+            Ok(broker.list_offsets(r).await),
+        ),
+        Request::Handshake(_) | Request::Produce(_) => error_frame(
+            request_id,
+            &WireError::new(ErrorCode::Internal, "dispatched twice"),
+        ),
     }
 }

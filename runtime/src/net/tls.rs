@@ -80,10 +80,18 @@ impl Identity {
         let cert_path = data_dir.join(DEV_CERT_FILE);
         let key_path = data_dir.join(DEV_KEY_FILE);
         if !cert_path.exists() || !key_path.exists() {
-            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
             let generated = rcgen::generate_simple_self_signed(names)?;
             write_file(&cert_path, generated.cert.pem().as_bytes(), 0o644)?;
-            write_file(&key_path, generated.signing_key.serialize_pem().as_bytes(), 0o600)?;
+            write_file(
+                &key_path,
+                generated.signing_key.serialize_pem().as_bytes(),
+                0o600,
+            )?;
             tracing::info!(cert = %cert_path.display(), "generated a self-signed dev certificate");
         }
         Identity::load(&cert_path, &key_path)
@@ -97,7 +105,8 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain, self.key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| TlsError::Quic(e.to_string()))
     }
 }
 
@@ -136,7 +145,10 @@ mod tests {
         first.quic_server_config().unwrap();
         let mode = {
             use std::os::unix::fs::PermissionsExt;
-            fs::metadata(dir.path().join(DEV_KEY_FILE)).unwrap().permissions().mode()
+            fs::metadata(dir.path().join(DEV_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
         };
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -1,0 +1,231 @@
+//! The message model: what a producer sends and a consumer receives.
+//!
+//! Covers DDMQ's model (topic, key, value, tags, properties) plus a unique,
+//! time-ordered message id for tracing and consumer-side dedup. On the wire
+//! a message is one Kafka record: key and value as they are, the id and the
+//! tags as reserved `sluice.*` headers, properties as the other headers.
+
+use std::fmt;
+
+use bytes::Bytes;
+use sluice_protocol::batch::Record;
+use sluice_protocol::headers;
+
+/// A 128-bit message id in the UUIDv7 layout: 48 bits of Unix milliseconds,
+/// then random bits, so ids sort by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    pub fn new() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut b: [u8; 16] = rand::random();
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = (b[6] & 0x0f) | 0x70; // version 7
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        MessageId(b)
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Some(MessageId(b.try_into().ok()?))
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        MessageId::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// Which partition a message goes to (DDMQ's partitionId: `>= 0` explicit,
+/// `-1` by key hash, `-2` round robin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioning {
+    /// By key hash when the message has a key, round robin otherwise.
+    #[default]
+    Auto,
+    Explicit(u32),
+    /// `crc32c(key) % partitions`: the same key always lands on the same
+    /// partition, which orders a key's messages.
+    ByKey,
+    RoundRobin,
+}
+
+impl Partitioning {
+    /// DDMQ's integer form.
+    pub fn from_ddmq(partition_id: i32) -> Self {
+        match partition_id {
+            p if p >= 0 => Partitioning::Explicit(p as u32),
+            -1 => Partitioning::ByKey,
+            _ => Partitioning::RoundRobin,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub topic: String,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub tags: Vec<String>,
+    pub properties: Vec<(String, Bytes)>,
+    pub partitioning: Partitioning,
+    /// Set at creation; kept across retries so consumers can dedup.
+    pub id: MessageId,
+    /// Milliseconds since the epoch; `None` = when it is sent.
+    pub timestamp: Option<i64>,
+}
+
+impl Message {
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Message {
+            topic: topic.into(),
+            value: value.into(),
+            id: MessageId::new(),
+            ..Message::default()
+        }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// A user property. Names starting with `sluice.` are reserved and dropped.
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.properties.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn partition(mut self, p: Partitioning) -> Self {
+        self.partitioning = p;
+        self
+    }
+
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+
+    /// The record headers that carry id, tags and properties.
+    pub(crate) fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
+        let mut h = Vec::with_capacity(1 + self.tags.len() + self.properties.len());
+        h.push((headers::MESSAGE_ID, Some(&self.id.0[..])));
+        for t in &self.tags {
+            h.push((headers::TAG, Some(t.as_bytes())));
+        }
+        for (k, v) in &self.properties {
+            if !headers::is_reserved(k) {
+                h.push((k.as_str(), Some(&v[..])));
+            }
+        }
+        h
+    }
+
+    /// Bytes this message adds to a batch, roughly (for batching decisions).
+    pub(crate) fn approx_size(&self) -> usize {
+        32 + self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.len()
+            + 32
+            + self.tags.iter().map(|t| t.len() + 16).sum::<usize>()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+    }
+}
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedMessage {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub tags: Vec<String>,
+    pub properties: Vec<(String, Bytes)>,
+    /// `None` for records written by other clients without an id.
+    pub id: Option<MessageId>,
+}
+
+impl ConsumedMessage {
+    /// Decodes a fetched record; `buf` is the fetched buffer the record
+    /// borrows from, so key and value share it instead of being copied.
+    pub(crate) fn from_record(topic: &str, partition: u32, buf: &Bytes, r: &Record<'_>) -> Self {
+        let mut tags = Vec::new();
+        let mut properties = Vec::new();
+        let mut id = None;
+        for (name, value) in r.headers().flatten() {
+            let value = value.unwrap_or_default();
+            match name {
+                headers::MESSAGE_ID => id = MessageId::from_slice(value),
+                headers::TAG => tags.push(String::from_utf8_lossy(value).into_owned()),
+                n if headers::is_reserved(n) => {}
+                n => properties.push((n.to_owned(), Bytes::copy_from_slice(value))),
+            }
+        }
+        ConsumedMessage {
+            topic: topic.to_owned(),
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.map(|k| buf.slice_ref(k)),
+            value: r.value.map(|v| buf.slice_ref(v)).unwrap_or_default(),
+            tags,
+            properties,
+            id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_ordered_and_print_as_uuids() {
+        let a = MessageId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = MessageId::new();
+        assert!(a < b);
+        let s = a.to_string();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "7");
+    }
+
+    #[test]
+    fn ddmq_partition_ids_map() {
+        assert_eq!(Partitioning::from_ddmq(3), Partitioning::Explicit(3));
+        assert_eq!(Partitioning::from_ddmq(-1), Partitioning::ByKey);
+        assert_eq!(Partitioning::from_ddmq(-2), Partitioning::RoundRobin);
+    }
+}

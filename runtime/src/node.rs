@@ -1,0 +1,86 @@
+//! A running broker: storage, dispatch and the QUIC listener started
+//! together from a [`BrokerConfig`]. Used by `sluice dev`, `sluice serve`,
+//! the integration tests and `sluice bench`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, BrokerSettings};
+use crate::clock::Clock;
+use crate::config::BrokerConfig;
+use crate::log::LogOptions;
+use crate::net::server::{Server, ServerLimits};
+use crate::net::tls::Identity;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug)]
+pub struct Node {
+    addr: SocketAddr,
+    cert_path: PathBuf,
+    broker: Arc<Broker>,
+    server: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Node {
+    /// Opens the data directory and starts listening. Without a configured
+    /// certificate it uses (generating once) the self-signed dev pair.
+    pub async fn start(config: &BrokerConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
+        let settings = BrokerSettings::from_config(config).map_err(anyhow::Error::msg)?;
+        let identity = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Identity::load(cert, key)?,
+            _ => Identity::dev(&config.data_dir)?,
+        };
+        let cert_path = identity.cert_path.clone();
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&data_dir, LogOptions::default(), clock)
+        })
+        .await?
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+        let broker = Arc::new(Broker::new(Arc::new(store), settings));
+        let limits = ServerLimits {
+            max_connections: config.limits.max_connections,
+            max_streams_per_connection: config.limits.max_streams_per_connection,
+            max_frame_bytes: config.limits.max_frame_bytes,
+            max_in_flight_per_connection: config.limits.max_in_flight_per_connection,
+            idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
+            ..ServerLimits::default()
+        };
+        let server = Server::bind(config.listen, identity, broker.clone(), limits)?;
+        let addr = server.local_addr();
+        let server = tokio::spawn(server.run());
+        Ok(Node {
+            addr,
+            cert_path,
+            broker,
+            server,
+        })
+    }
+
+    /// Where the listener is bound (the real port when configured with 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The certificate clients should trust.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests, close
+    /// connections, flush and checkpoint the log.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.broker.shutdown_token().cancel();
+        self.server.await??;
+        Ok(())
+    }
+}
