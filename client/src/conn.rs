@@ -375,13 +375,23 @@ impl RequestStream {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The next request id, never 0.
+    fn next_request_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
     /// Queues a request frame and returns the receiver for its response.
     /// Frames leave in the order this is called.
     fn submit(&self, op: Op, payload: &[u8]) -> Result<(u32, oneshot::Receiver<Result<Frame>>)> {
         if self.is_closed() {
             return Err(ClientError::Disconnected("stream closed".into()));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
+        let id = self.next_request_id();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         // The reader marks the stream closed before failing every waiter:
@@ -439,13 +449,16 @@ impl RequestStream {
         decode_response::<R::Response>(R::OP, frame).map_err(ClientError::Broker)
     }
 
-    /// Sends a request that gets no response (produce with acks none).
+    /// Sends a request that gets no response (produce with acks none). It
+    /// still gets a request id of its own: id 0 is reserved for the
+    /// broker's stream-level errors.
     pub fn send_unacknowledged(&self, op: Op, payload: &[u8]) -> Result<()> {
         if self.is_closed() {
             return Err(ClientError::Disconnected("stream closed".into()));
         }
+        let id = self.next_request_id();
         let mut buf = BytesMut::with_capacity(frame::HEADER_LEN + payload.len());
-        frame::encode(op as u16, 0, payload, &mut buf);
+        frame::encode(op as u16, id, payload, &mut buf);
         self.out
             .send(buf.freeze())
             .map_err(|_| ClientError::Disconnected("stream closed".into()))

@@ -113,7 +113,20 @@ struct Queued {
 #[derive(Debug)]
 enum LaneMsg {
     Send(Queued),
+    /// Messages sent together: never split, answered together.
+    Group {
+        msgs: Vec<Message>,
+        done: oneshot::Sender<Result<Vec<Delivery>>>,
+        permit: OwnedSemaphorePermit,
+    },
     Flush(oneshot::Sender<()>),
+}
+
+/// Who waits for the messages of a batch, in order.
+#[derive(Debug)]
+enum Waiter {
+    One(oneshot::Sender<Result<Delivery>>),
+    Group(usize, oneshot::Sender<Result<Vec<Delivery>>>),
 }
 
 /// Sends messages; cheap to clone, all clones share lanes and stream.
@@ -134,6 +147,8 @@ struct Inner {
     round_robin: AtomicU32,
     buffer: Arc<Semaphore>,
     stream: tokio::sync::Mutex<Option<Arc<RequestStream>>>,
+    /// One-way sends went out since the last flush.
+    oneway_sent: std::sync::atomic::AtomicBool,
 }
 
 impl Producer {
@@ -160,6 +175,7 @@ impl Producer {
                 partition_counts: Mutex::default(),
                 round_robin: AtomicU32::new(rand::random()),
                 stream: tokio::sync::Mutex::new(None),
+                oneway_sent: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -211,22 +227,91 @@ impl Producer {
     }
 
     /// Sends many messages and waits for all; results are in input order.
+    /// Messages for the same partition travel as one batch (split only at
+    /// the batch size limit), the cheapest way to send many small messages.
     pub async fn send_batch(
         &self,
         msgs: impl IntoIterator<Item = Message>,
     ) -> Vec<Result<Delivery>> {
-        let mut futures = Vec::new();
-        for m in msgs {
-            futures.push(self.send_async(m).await);
+        let msgs: Vec<Message> = msgs.into_iter().collect();
+        let n = msgs.len();
+        let mut out: Vec<Option<Result<Delivery>>> = (0..n).map(|_| None).collect();
+        // (topic, partition) -> indexes, in input order.
+        let mut groups: Vec<((String, u32), Vec<usize>)> = Vec::new();
+        let mut slots: Vec<Option<Message>> = msgs.into_iter().map(Some).collect();
+        for (i, slot) in slots.iter().enumerate() {
+            let m = slot.as_ref().expect("not taken yet");
+            let size = m.approx_size();
+            if size > self.inner.max_message_bytes {
+                out[i] = Some(Err(ClientError::MessageTooLarge {
+                    size,
+                    max: self.inner.max_message_bytes,
+                }));
+                continue;
+            }
+            match self.inner.partition_for(m).await {
+                Ok(p) => {
+                    let key = (m.topic.clone(), p);
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, idx)) => idx.push(i),
+                        None => groups.push((key, vec![i])),
+                    }
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
         }
-        let mut out = Vec::with_capacity(futures.len());
-        for f in futures {
-            out.push(match f {
-                Ok(f) => f.await,
-                Err(e) => Err(e),
-            });
+        let mut pending = Vec::new();
+        for ((topic, partition), idx) in groups {
+            let lane = self.inner.lane(&topic, partition);
+            let mut chunk: Vec<usize> = Vec::new();
+            let mut bytes = 0;
+            for (k, &i) in idx.iter().enumerate() {
+                let size = slots[i].as_ref().map_or(0, Message::approx_size);
+                chunk.push(i);
+                bytes += size;
+                let next = idx
+                    .get(k + 1)
+                    .and_then(|&j| slots[j].as_ref())
+                    .map_or(0, Message::approx_size);
+                if k + 1 == idx.len() || bytes + next > self.inner.config.max_batch_bytes {
+                    let msgs: Vec<Message> =
+                        chunk.iter().filter_map(|&i| slots[i].take()).collect();
+                    let permit = match self
+                        .inner
+                        .buffer
+                        .clone()
+                        .acquire_many_owned(bytes.min(self.inner.config.buffer_bytes) as u32)
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    };
+                    let (done, rx) = oneshot::channel();
+                    if lane.send(LaneMsg::Group { msgs, done, permit }).is_ok() {
+                        pending.push((std::mem::take(&mut chunk), rx));
+                    }
+                    chunk.clear();
+                    bytes = 0;
+                }
+            }
         }
-        out
+        for (idx, rx) in pending {
+            match rx.await.unwrap_or(Err(ClientError::Closed)) {
+                Ok(deliveries) => {
+                    for (i, d) in idx.into_iter().zip(deliveries) {
+                        out[i] = Some(Ok(d));
+                    }
+                }
+                Err(e) => {
+                    for i in idx {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+            .collect()
     }
 
     /// Fire and forget: no batching, no acknowledgement, no retry. The
@@ -249,11 +334,26 @@ impl Producer {
             }],
         };
         let stream = self.inner.stream().await?;
-        stream.send_unacknowledged(Op::Produce, &req.encode())
+        stream.send_unacknowledged(Op::Produce, &req.encode())?;
+        self.inner.oneway_sent.store(true, Ordering::Release);
+        Ok(())
     }
 
-    /// Waits until every message queued so far is acknowledged or failed.
+    /// Waits until every message queued so far is acknowledged or failed,
+    /// and every one-way message sent so far has reached the broker.
     pub async fn flush(&self) {
+        if self.inner.oneway_sent.swap(false, Ordering::AcqRel)
+            && let Ok(stream) = self.inner.stream().await
+        {
+            // The broker writes a stream's produce requests in order, so the
+            // answer to an empty acknowledged produce comes after every
+            // one-way produce sent before it was written.
+            let barrier = ProduceRequest {
+                acks: Acks::Durable,
+                entries: Vec::new(),
+            };
+            let _ = stream.request(&barrier, None).await;
+        }
         let lanes: Vec<_> = self.inner.lanes.lock().values().cloned().collect();
         let mut waits = Vec::new();
         for lane in lanes {
@@ -365,7 +465,7 @@ struct Sealed {
     bytes: Bytes,
     records: i32,
     ids: Vec<MessageId>,
-    waiters: Vec<oneshot::Sender<Result<Delivery>>>,
+    waiters: Vec<Waiter>,
     _permits: Vec<OwnedSemaphorePermit>,
     deadline: Instant,
     attempts: u32,
@@ -373,15 +473,29 @@ struct Sealed {
 
 impl Sealed {
     fn complete(self, partition: u32, result: &Result<ProduceResult>) {
-        for (i, (waiter, id)) in self.waiters.into_iter().zip(self.ids).enumerate() {
-            let _ = waiter.send(match result {
+        let delivery = |i: usize, id: MessageId| -> Result<Delivery> {
+            match result {
                 Ok(r) => Ok(Delivery {
                     partition,
                     offset: r.base_offset + i as u64,
                     id,
                 }),
                 Err(e) => Err(e.clone()),
-            });
+            }
+        };
+        let mut i = 0;
+        for waiter in self.waiters {
+            match waiter {
+                Waiter::One(tx) => {
+                    let _ = tx.send(delivery(i, self.ids[i]));
+                    i += 1;
+                }
+                Waiter::Group(n, tx) => {
+                    let r = (i..i + n).map(|k| delivery(k, self.ids[k])).collect();
+                    let _ = tx.send(r);
+                    i += n;
+                }
+            }
         }
     }
 }
@@ -403,7 +517,7 @@ struct Lane {
 #[derive(Default)]
 struct Open {
     msgs: Vec<Message>,
-    waiters: Vec<oneshot::Sender<Result<Delivery>>>,
+    waiters: Vec<Waiter>,
     permits: Vec<OwnedSemaphorePermit>,
     bytes: usize,
     since: Option<Instant>,
@@ -498,8 +612,19 @@ impl Lane {
                 open.since.get_or_insert_with(Instant::now);
                 open.bytes += size;
                 open.msgs.push(q.msg);
-                open.waiters.push(q.done);
+                open.waiters.push(Waiter::One(q.done));
                 open.permits.push(q.permit);
+            }
+            LaneMsg::Group { msgs, done, permit } => {
+                let size: usize = msgs.iter().map(Message::approx_size).sum();
+                if !open.msgs.is_empty() && open.bytes + size > self.config.max_batch_bytes {
+                    ready.push_back(self.seal(open));
+                }
+                open.since.get_or_insert_with(Instant::now);
+                open.bytes += size;
+                open.waiters.push(Waiter::Group(msgs.len(), done));
+                open.msgs.extend(msgs);
+                open.permits.push(permit);
             }
             LaneMsg::Flush(tx) => {
                 if !open.msgs.is_empty() {

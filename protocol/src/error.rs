@@ -38,7 +38,8 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     /// The producer's epoch is older than one already seen.
     ProducerFenced,
-    /// Storage failed (I/O, fsync); the partition may refuse writes until restart.
+    /// Storage failed (I/O, fsync); the partition may refuse writes until
+    /// restart, so it is not retried automatically.
     StorageError,
     /// The broker is shutting down; retry against it once it is back.
     ShuttingDown,
@@ -109,10 +110,7 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::ShuttingDown
-                | ErrorCode::Timeout
-                | ErrorCode::LimitExceeded
-                | ErrorCode::StorageError
+            ErrorCode::ShuttingDown | ErrorCode::Timeout | ErrorCode::LimitExceeded
         )
     }
 

@@ -305,7 +305,7 @@ impl Broker {
                 .partitions
                 .iter()
                 .any(|p| p.error != ErrorCode::None);
-            if bytes >= req.min_bytes.max(1) as usize
+            if bytes >= req.min_bytes as usize
                 || any_error
                 || watches.is_empty()
                 || tokio::time::Instant::now() >= deadline
@@ -330,11 +330,17 @@ impl Broker {
             let mut budget = req.max_bytes as usize;
             let mut out = Vec::with_capacity(req.partitions.len());
             for p in &req.partitions {
+                // Once the response budget is spent, the rest get no records
+                // (the first partition always gets at least one batch).
                 let result = store
                     .log()
                     .partition(&p.topic, p.partition)
                     .and_then(|part| {
-                        part.read(p.offset, (p.max_bytes as usize).min(budget.max(1)))
+                        if budget == 0 {
+                            part.read(part.high_watermark(), 1)
+                        } else {
+                            part.read(p.offset, (p.max_bytes as usize).min(budget))
+                        }
                     });
                 out.push(match result {
                     Ok(r) => {

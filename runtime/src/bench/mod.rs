@@ -10,11 +10,14 @@
 //!
 //! - [`log`]: `sluice bench log`, the storage engine — append throughput per
 //!   durability policy, group commit, reads, recovery time.
+//! - [`quic`]: `sluice bench producer|consumer|e2e`, the broker over QUIC as
+//!   clients see it — msgs/s, MB/s and latency percentiles.
 //!
 //! Tables go to stdout, progress bars to stderr, and `--json` writes every
 //! figure for scripts. MB means 10^6 bytes, as `dd` reports it.
 
 pub mod log;
+pub mod quic;
 
 use std::fmt;
 use std::fs;
@@ -37,12 +40,21 @@ pub enum BenchCommand {
     /// The partitioned log: appends per durability policy, group commit,
     /// reads and recovery.
     Log(log::LogBenchArgs),
+    /// Producers over QUIC: batches sent and durably acknowledged.
+    Producer(quic::QuicBenchArgs),
+    /// Consumers over QUIC reading a filled topic.
+    Consumer(quic::QuicBenchArgs),
+    /// Produce and consume at once: send-to-receive latency.
+    E2e(quic::QuicBenchArgs),
 }
 
 /// Runs the chosen benchmark program.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Log(args) => log::run(args),
+        BenchCommand::Producer(args) => quic::run(quic::Scenario::Producer, args),
+        BenchCommand::Consumer(args) => quic::run(quic::Scenario::Consumer, args),
+        BenchCommand::E2e(args) => quic::run(quic::Scenario::E2e, args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `sluice` command line: one binary for the broker, its tools and its
 //! benchmarks.
 
+mod client;
 mod dev;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,12 @@ pub enum Command {
     /// Start a broker for production: needs a certificate and tokens, from
     /// --config FILE, SLUICE_* environment variables or flags.
     Serve(dev::ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(client::topic::TopicCommand),
+    // `produce` and `consume` take their help from their argument structs.
+    Produce(client::produce::ProduceArgs),
+    Consume(client::consume::ConsumeArgs),
     /// Run a benchmark program and print its figures.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -32,6 +39,9 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev::run_dev(args),
         Command::Serve(args) => dev::run_serve(args),
+        Command::Topic(cmd) => client::exit_on_error(client::topic::run(cmd)),
+        Command::Produce(args) => client::exit_on_error(client::produce::run(args)),
+        Command::Consume(args) => client::exit_on_error(client::consume::run(args)),
         Command::Bench(args) => crate::bench::run(*args),
     }
 }

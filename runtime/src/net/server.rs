@@ -186,7 +186,8 @@ impl Server {
 /// Per-connection state shared by its streams.
 struct ConnectionState {
     broker: Arc<Broker>,
-    session: std::sync::OnceLock<Session>,
+    /// Set by the last successful handshake on any of the connection's streams.
+    session: parking_lot::Mutex<Option<Session>>,
     in_flight: Arc<Semaphore>,
     max_frame_bytes: usize,
 }
@@ -197,7 +198,7 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, limits: 
     let shutdown = broker.shutdown_token().clone();
     let state = Arc::new(ConnectionState {
         broker,
-        session: std::sync::OnceLock::new(),
+        session: parking_lot::Mutex::new(None),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connection as usize)),
         max_frame_bytes: limits.max_frame_bytes as usize,
     });
@@ -293,7 +294,8 @@ async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::UnboundedRec
     }
     let _ = send.finish();
     // Wait for the peer to receive everything before the connection may close.
-    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    // (Bounded: a peer that vanished without closing never acknowledges.)
+    let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
 }
 
 async fn dispatch(
@@ -327,7 +329,7 @@ async fn dispatch(
         let frame = match broker.handshake(req).await {
             Ok((session, resp)) => {
                 tracing::debug!(client = %session.client_id, "handshake");
-                let _ = state.session.set(session);
+                *state.session.lock() = Some(session);
                 encode(Op::Handshake.response_op(), request_id, &resp.encode())
             }
             Err(e) => error_frame(request_id, &e),
@@ -336,7 +338,7 @@ async fn dispatch(
         drop(permit);
         return;
     }
-    if state.session.get().is_none() {
+    if state.session.lock().is_none() {
         let err = WireError::new(
             ErrorCode::NotAuthenticated,
             "send a handshake (with a valid token) before other requests",

@@ -1,0 +1,131 @@
+//! The broker as a child process, killed with SIGKILL after acknowledging
+//! writes: after a restart every acknowledged message is consumed, once.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sluice_client::{Client, ClientConfig, ConsumerConfig, Message, ProducerConfig, SeekTo};
+
+/// Starts `sluice dev` on `data` and returns it with the address it bound.
+fn start_broker(data: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Sluice is running on ") {
+            let addr = rest.split_whitespace().next().unwrap().to_owned();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the broker exited before it was ready");
+}
+
+fn config(addr: &str, data: &Path) -> ClientConfig {
+    ClientConfig {
+        // Reconnects to the killed broker give up fast.
+        connect_timeout: Duration::from_millis(300),
+        ..ClientConfig::new(addr)
+            .ca_cert(data.join("tls/cert.pem"))
+            .client_id("crash-test")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_sigkill_of_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut broker, addr) = start_broker(&data);
+    let client = Client::connect(config(&addr, &data)).await.unwrap();
+    client
+        .create_topic("t", 3, &[("durability", "sync")])
+        .await
+        .unwrap();
+    // Sends in flight at the kill fail after 2 s instead of retrying for 30.
+    let producer = client
+        .producer(ProducerConfig {
+            delivery_timeout: Duration::from_secs(2),
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+
+    // Acknowledged sends, then more in flight when the broker dies.
+    let mut first = Vec::new();
+    for i in 0..3000u32 {
+        first.push(
+            producer
+                .send_async(Message::new("t", format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut acked = HashSet::new();
+    for d in futures::future::join_all(first).await {
+        acked.insert(d.unwrap().id);
+    }
+    let in_flight: Vec<_> = {
+        let mut v = Vec::new();
+        for i in 0..500u32 {
+            v.push(
+                producer
+                    .send_async(Message::new("t", format!("late{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    broker.kill().unwrap(); // SIGKILL
+    broker.wait().unwrap();
+    let late_acked: Vec<_> = futures::future::join_all(in_flight).await;
+    for d in late_acked.into_iter().flatten() {
+        acked.insert(d.id);
+    }
+    drop(producer);
+    client.close().await;
+
+    // Restart on the same data dir and read everything.
+    let (mut broker, addr) = start_broker(&data);
+    let client = Client::connect(config(&addr, &data)).await.unwrap();
+    let mut consumer = client.consumer(ConsumerConfig {
+        max_wait: Duration::from_millis(200),
+        ..ConsumerConfig::default()
+    });
+    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    loop {
+        let batch = consumer.poll().await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        total += batch.len();
+        seen.extend(batch.into_iter().map(|m| m.id.unwrap()));
+    }
+    assert_eq!(total, seen.len(), "a message was stored twice");
+    let missing = acked.difference(&seen).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} acknowledged message(s) lost of {}",
+        acked.len()
+    );
+    assert!(acked.len() >= 3000);
+    client.close().await;
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
