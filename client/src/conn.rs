@@ -125,8 +125,10 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((64u32 << 20).into());
     t.send_window(64 << 20);
-    t.max_idle_timeout(Duration::from_secs(30).try_into().ok());
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    // A broker that vanished (killed, network gone) is noticed after 10 s
+    // of silence; keep-alives keep a quiet but healthy connection open.
+    t.max_idle_timeout(Duration::from_secs(10).try_into().ok());
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
     c.transport_config(Arc::new(t));
     Ok(c)
 }
@@ -436,7 +438,16 @@ impl RequestStream {
         pending: PendingResponse,
         extra_wait: Option<Duration>,
     ) -> Result<R::Response> {
-        let limit = self.timeout + extra_wait.unwrap_or_default();
+        self.response_within::<R>(pending, self.timeout + extra_wait.unwrap_or_default())
+            .await
+    }
+
+    /// Waits for a queued request's response for at most `limit`.
+    pub async fn response_within<R: RequestPayload>(
+        &self,
+        pending: PendingResponse,
+        limit: Duration,
+    ) -> Result<R::Response> {
         let PendingResponse { id, rx, pending } = pending;
         let frame = match tokio::time::timeout(limit, rx).await {
             Err(_) => {

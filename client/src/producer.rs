@@ -681,8 +681,13 @@ impl Lane {
             Err(e) => return Err((batch, e)),
         };
         Ok(Box::pin(async move {
+            // Never wait past the batch's delivery deadline.
+            let limit = batch
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
             let result = stream
-                .response::<ProduceRequest>(pending, None)
+                .response_within::<ProduceRequest>(pending, limit)
                 .await
                 .and_then(|resp| {
                     let r = resp.results.into_iter().next().ok_or_else(|| {
