@@ -156,10 +156,19 @@ impl Connection {
     pub async fn connect(config: ClientConfig) -> Result<Arc<Connection>> {
         let client_config = quic_client_config(&config)?;
         let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Unreachable {
-            addr: config.addr.clone(),
-            reason: format!("cannot open a UDP socket: {e}"),
-        })?;
+        let mut endpoint = udp_socket(bind)
+            .and_then(|socket| {
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            })
+            .map_err(|e| ClientError::Unreachable {
+                addr: config.addr.clone(),
+                reason: format!("cannot open a UDP socket: {e}"),
+            })?;
         endpoint.set_default_client_config(client_config);
         let conn = Arc::new(Connection {
             config,
@@ -277,6 +286,25 @@ impl Connection {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
+}
+
+/// UDP socket buffer the endpoints ask for. Linux's default (about 208 KiB)
+/// overflows at a few hundred MB/s on loopback; every overflow is a lost
+/// datagram that QUIC recovers only after a loss-detection timeout, which
+/// showed up as 30 ms stalls in `sluice bench producer`. The kernel caps the
+/// request at `net.core.rmem_max` / `wmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// A UDP socket bound to `addr` with large send and receive buffers, for a
+/// quinn endpoint (broker or client).
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer is slower, not wrong.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr> {

@@ -112,7 +112,15 @@ impl Server {
             limits.max_streams_per_connection,
             limits.idle_timeout,
         )));
-        let endpoint = quinn::Endpoint::server(config, addr)
+        let endpoint = sluice_client::conn::udp_socket(addr)
+            .and_then(|socket| {
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(config),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            })
             .map_err(|source| NetError::Bind { addr, source })?;
         Ok(Server {
             endpoint,
