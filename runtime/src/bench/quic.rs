@@ -202,7 +202,14 @@ async fn measure(
         }
         Scenario::Consumer => {
             produce(args, &config, &topic, args.messages, None).await?;
-            let (n, t, h) = consume(args, &config, &topic, args.messages, false).await?;
+            let (n, t, h) = consume(
+                args,
+                &config,
+                &topic,
+                Arc::new(AtomicU64::new(args.messages)),
+                false,
+            )
+            .await?;
             (n, t, h, "poll")
         }
         Scenario::E2e => {
@@ -211,21 +218,27 @@ async fn measure(
             } else {
                 (args.rate as f64 * args.seconds) as u64
             };
+            // Consumers stop once they have what the producers sent.
+            let target = Arc::new(AtomicU64::new(u64::MAX));
             let consumers = {
-                let (args_c, config_c, topic_c) =
-                    (args.clone_for_consumers(), config.clone(), topic.clone());
+                let (args_c, config_c, topic_c, target_c) = (
+                    args.clone_for_consumers(),
+                    config.clone(),
+                    topic.clone(),
+                    target.clone(),
+                );
                 tokio::spawn(
-                    async move { consume(&args_c, &config_c, &topic_c, total, true).await },
+                    async move { consume(&args_c, &config_c, &topic_c, target_c, true).await },
                 )
             };
             let rate = (args.rate > 0).then_some(args.rate);
-            let started = Instant::now();
-            let (sent, _, _) = produce(args, &config, &topic, total, rate).await?;
+            let (sent, produce_time, _) = produce(args, &config, &topic, total, rate).await?;
+            target.store(sent, Ordering::Release);
             let (received, _, hist) = consumers.await??;
             if received < sent {
                 eprintln!("warning: {sent} sent but {received} received before the deadline");
             }
-            (received, started.elapsed(), hist, "message")
+            (received, produce_time, hist, "message")
         }
     };
     admin.delete_topic(&topic).await.ok();
@@ -372,7 +385,7 @@ async fn consume(
     args: &QuicBenchArgs,
     config: &ClientConfig,
     topic: &str,
-    total: u64,
+    target: Arc<AtomicU64>,
     e2e: bool,
 ) -> anyhow::Result<(u64, Duration, Histogram<u64>)> {
     let received = Arc::new(AtomicU64::new(0));
@@ -392,15 +405,17 @@ async fn consume(
             .filter(|p| *p as usize % consumers == c)
             .collect();
         consumer.assign(topic, &mine, SeekTo::Earliest).await?;
-        let (received, finished, hist) = (received.clone(), finished.clone(), hist.clone());
+        let (received, finished, hist, target) = (
+            received.clone(),
+            finished.clone(),
+            hist.clone(),
+            target.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut local = histogram();
             while !finished.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let t = Instant::now();
                 let batch = consumer.poll().await?;
-                if batch.is_empty() {
-                    continue;
-                }
                 if e2e {
                     let now = now_micros();
                     for m in &batch {
@@ -410,12 +425,13 @@ async fn consume(
                             local.saturating_record(now.saturating_sub(sent).max(1));
                         }
                     }
-                } else {
+                } else if !batch.is_empty() {
                     local.saturating_record(t.elapsed().as_micros() as u64);
                 }
-                if received.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64
-                    >= total
-                {
+                // The target is known only once e2e producers are done.
+                let so_far =
+                    received.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
+                if so_far >= target.load(Ordering::Acquire) {
                     finished.store(true, Ordering::Relaxed);
                 }
             }
