@@ -15,8 +15,10 @@
 //! - [`config`]: broker settings from a TOML file, environment and flags;
 //! - [`clock`]: wall-clock time behind a trait so time-driven logic is tested
 //!   with a clock the test controls;
-//! - [`cli`]: the `sluice` command line (`sluice dev`, `sluice bench`);
-//! - [`bench`]: the `sluice bench` programs that produce performance figures.
+//! - [`cli`]: the `sluice` command line (`dev`, `serve`, `topic`, `produce`,
+//!   `consume`, `bench`);
+//! - [`bench`]: the `sluice bench` programs that produce performance figures
+//!   (storage, and producer / consumer / end to end over QUIC).
 //!
 //! The record-batch format itself lives in the `sluice-protocol` crate, shared
 //! with clients.

@@ -114,3 +114,33 @@ fn help_lists_the_commands() {
         );
     }
 }
+
+#[test]
+fn quic_benchmarks_run_end_to_end_and_write_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for scenario in ["producer", "consumer", "e2e"] {
+        let json = dir.path().join(format!("{scenario}.json"));
+        let out = sluice()
+            .args(["bench", scenario, "--messages", "2000", "--producers", "2"])
+            .args(["--partitions", "2", "--batch-size", "100", "--rate", "2000"])
+            .args(["--seconds", "0.5", "--durability", "none", "--dir"])
+            .arg(dir.path().join("scratch"))
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let figures: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert!(figures["msgs_per_sec"].as_f64().unwrap() > 0.0, "{figures}");
+        assert!(figures["messages"].as_u64().unwrap() > 0, "{figures}");
+        assert!(
+            !dir.path().join("scratch").exists(),
+            "scratch dir left behind"
+        );
+    }
+}
