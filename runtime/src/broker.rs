@@ -30,8 +30,6 @@ use crate::store::{Store, StoreError};
 pub struct BrokerSettings {
     /// The configuration the settings came from (tokens live here).
     pub config: BrokerConfig,
-    pub max_frame_bytes: u32,
-    pub max_message_bytes: u32,
     /// Settings a topic gets unless its creator says otherwise.
     pub topic_defaults: TopicConfig,
 }
@@ -46,10 +44,13 @@ impl BrokerSettings {
         };
         Ok(BrokerSettings {
             config: config.clone(),
-            max_frame_bytes: config.limits.max_frame_bytes,
-            max_message_bytes: config.limits.max_message_bytes,
             topic_defaults,
         })
+    }
+
+    /// Largest record batch the broker accepts.
+    pub fn max_message_bytes(&self) -> u32 {
+        self.config.limits.max_message_bytes
     }
 
     /// Whether `token` may connect (empty = anonymous).
@@ -160,8 +161,8 @@ impl Broker {
             server: format!("sluice {}", env!("CARGO_PKG_VERSION")),
             producer_id,
             producer_epoch: if producer_id >= 0 { 0 } else { -1 },
-            max_frame_bytes: self.settings.max_frame_bytes,
-            max_message_bytes: self.settings.max_message_bytes,
+            max_frame_bytes: self.settings.config.limits.max_frame_bytes,
+            max_message_bytes: self.settings.max_message_bytes(),
         };
         Ok((session, response))
     }
@@ -178,7 +179,9 @@ impl Broker {
                 .set(k, v)
                 .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e))?;
         }
-        config.max_batch_bytes = config.max_batch_bytes.min(self.settings.max_message_bytes);
+        config.max_batch_bytes = config
+            .max_batch_bytes
+            .min(self.settings.max_message_bytes());
         let store = self.store.clone();
         blocking(move || store.create_topic(&req.name, config).map(|_| ()))
             .await?
@@ -242,13 +245,13 @@ impl Broker {
                         return WrittenEntry::Done(failed(e.topic, e.partition, log_error(err)));
                     }
                 };
-                if e.batch.len() > self.settings.max_message_bytes as usize {
+                if e.batch.len() > self.settings.max_message_bytes() as usize {
                     let err = WireError::new(
                         ErrorCode::MessageTooLarge,
                         format!(
                             "batch of {} bytes is over the broker's limit of {} bytes",
                             e.batch.len(),
-                            self.settings.max_message_bytes
+                            self.settings.max_message_bytes()
                         ),
                     );
                     return WrittenEntry::Done(failed(e.topic, e.partition, err));

@@ -2,8 +2,10 @@
 //! together from a [`BrokerConfig`]. Used by `sluice dev`, `sluice serve`,
 //! the integration tests and `sluice bench`.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,39 @@ use crate::log::LogOptions;
 use crate::net::server::{Server, ServerLimits};
 use crate::net::tls::Identity;
 use crate::store::{Store, StoreError};
+
+/// Starts `exe dev` (the `sluice` binary) as a child process listening on
+/// 127.0.0.1:0 with data in `data`, and returns it with the address it bound
+/// once it says it is running. Its stdout is drained on a thread, so the
+/// child never blocks on (or dies writing to) a full or closed pipe. Used by
+/// the benchmarks and the crash tests, which need the broker in its own
+/// process.
+pub fn spawn_dev_process(exe: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(exe)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the broker")?;
+    let stdout = child.stdout.take().context("broker stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("Sluice is running on ") {
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((child, addr));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::bail!("the broker exited before it was ready")
+}
 
 #[derive(Debug)]
 pub struct Node {

@@ -2,36 +2,15 @@
 //! writes: after a restart every acknowledged message is consumed, once.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use sluice_client::{Client, ClientConfig, ConsumerConfig, Message, ProducerConfig, SeekTo};
 
 /// Starts `sluice dev` on `data` and returns it with the address it bound.
 fn start_broker(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("Sluice is running on ") {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the broker exited before it was ready");
+    sluice_runtime::node::spawn_dev_process(Path::new(env!("CARGO_BIN_EXE_sluice")), data).unwrap()
 }
 
 fn config(addr: &str, data: &Path) -> ClientConfig {

@@ -346,8 +346,6 @@ async fn a_malformed_frame_closes_only_its_stream() {
 
     // A well-framed request whose payload is garbage: an error, stream open.
     let stream = client.connection().open_stream().await.unwrap();
-    let bad = sluice_protocol::ops::DescribeTopicRequest { name: "t".into() };
-    let _ = bad;
     let (mut send, mut recv) = client.connection().open_raw_stream().await.unwrap();
     let mut frame = bytes::BytesMut::new();
     sluice_protocol::frame::encode(0x0013, 7, &[0xff, 0xff], &mut frame);

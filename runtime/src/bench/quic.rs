@@ -16,14 +16,13 @@
 //!   call to the consumer receiving the message (the timestamp travels in
 //!   the message, same clock).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -43,7 +42,7 @@ pub enum Scenario {
     E2e,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QuicBenchArgs {
     /// A running broker (`host:port`); default: start one as a child process.
     #[arg(long)]
@@ -124,7 +123,10 @@ pub fn run(scenario: Scenario, args: QuicBenchArgs) -> anyhow::Result<()> {
                 .token(args.token.clone())
         }
         None => {
-            let (c, addr) = start_child(&work.path().join("broker"))?;
+            let (c, addr) = crate::node::spawn_dev_process(
+                &std::env::current_exe()?,
+                &work.path().join("broker"),
+            )?;
             child = Some(c);
             ClientConfig::new(addr).ca_cert(work.path().join("broker/tls/cert.pem"))
         }
@@ -143,32 +145,6 @@ pub fn run(scenario: Scenario, args: QuicBenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Starts `sluice dev` on a scratch dir and returns it with its address.
-fn start_child(data: &std::path::Path) -> anyhow::Result<(Child, String)> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the broker")?;
-    let stdout = child.stdout.take().context("broker stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("Sluice is running on ") {
-            let addr = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            return Ok((child, addr));
-        }
-    }
-    let _ = child.kill();
-    bail!("the broker exited before it was ready")
 }
 
 fn histogram() -> Histogram<u64> {
@@ -221,12 +197,8 @@ async fn measure(
             // Consumers stop once they have what the producers sent.
             let target = Arc::new(AtomicU64::new(u64::MAX));
             let consumers = {
-                let (args_c, config_c, topic_c, target_c) = (
-                    args.clone_for_consumers(),
-                    config.clone(),
-                    topic.clone(),
-                    target.clone(),
-                );
+                let (args_c, config_c, topic_c, target_c) =
+                    (args.clone(), config.clone(), topic.clone(), target.clone());
                 tokio::spawn(
                     async move { consume(&args_c, &config_c, &topic_c, target_c, true).await },
                 )
@@ -263,27 +235,6 @@ async fn measure(
         latency_p999_ms: ms(0.999),
         latency_max_ms: hist.max() as f64 / 1000.0,
     })
-}
-
-impl QuicBenchArgs {
-    fn clone_for_consumers(&self) -> QuicBenchArgs {
-        QuicBenchArgs {
-            broker: self.broker.clone(),
-            ca_cert: self.ca_cert.clone(),
-            token: self.token.clone(),
-            message_size: self.message_size,
-            batch_size: self.batch_size,
-            producers: self.producers,
-            consumers: self.consumers,
-            partitions: self.partitions,
-            messages: self.messages,
-            seconds: self.seconds,
-            durability: self.durability.clone(),
-            rate: self.rate,
-            dir: self.dir.clone(),
-            json: None,
-        }
-    }
 }
 
 /// Runs the producers until `total` messages are acknowledged (or the time
@@ -465,21 +416,16 @@ fn print(f: &Figures) {
     t.row(vec!["seconds".into(), format!("{:.2}", f.seconds)]);
     t.row(vec!["msgs/s".into(), thousands(f.msgs_per_sec)]);
     t.row(vec!["MB/s".into(), format!("{:.1}", f.mb_per_sec)]);
-    t.row(vec![
-        format!("p50 latency per {} (ms)", f.latency_of),
-        format!("{:.3}", f.latency_p50_ms),
-    ]);
-    t.row(vec![
-        format!("p99 latency per {} (ms)", f.latency_of),
-        format!("{:.3}", f.latency_p99_ms),
-    ]);
-    t.row(vec![
-        format!("p999 latency per {} (ms)", f.latency_of),
-        format!("{:.3}", f.latency_p999_ms),
-    ]);
-    t.row(vec![
-        format!("max latency per {} (ms)", f.latency_of),
-        format!("{:.3}", f.latency_max_ms),
-    ]);
+    for (name, ms) in [
+        ("p50", f.latency_p50_ms),
+        ("p99", f.latency_p99_ms),
+        ("p999", f.latency_p999_ms),
+        ("max", f.latency_max_ms),
+    ] {
+        t.row(vec![
+            format!("{name} latency per {} (ms)", f.latency_of),
+            format!("{ms:.3}"),
+        ]);
+    }
     print!("{t}");
 }
