@@ -14,7 +14,10 @@
 //!   version;
 //! - [`error`]: wire error codes and which of them are worth a retry;
 //! - [`headers`]: the record headers that carry Sluice's message model
-//!   (message id, tags) beside user properties.
+//!   (message id, tags) beside user properties;
+//! - [`transform_output`]: the flat buffer a transform function returns
+//!   (output messages and per-input failures), shared by the guest SDK and
+//!   the engine.
 //!
 //! docs/protocol.md is the specification these modules implement.
 
@@ -24,5 +27,6 @@ pub mod error;
 pub mod frame;
 pub mod headers;
 pub mod ops;
+pub mod transform_output;
 
 pub use error::{ErrorCode, WireError};

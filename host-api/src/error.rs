@@ -1,0 +1,110 @@
+//! Errors at the engine's boundary: loading a component, and calling one.
+
+use std::fmt;
+
+use crate::world::FunctionKind;
+
+/// Why a component could not be loaded. Nothing is deployed when this is
+/// returned; the message is meant for the function's author.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component implements no Sluice world: it exports [{exports}] but a function must export `filter` (world filter), `transform` (world transform) or `handle` (world handler)"
+    )]
+    NoWorld { exports: String },
+    #[error("the component exports the functions of several worlds ({worlds}); a function implements exactly one")]
+    SeveralWorlds { worlds: String },
+    #[error("the component implements the {found} world, but the deployment asks for a {expected}")]
+    WrongWorld {
+        expected: FunctionKind,
+        found: FunctionKind,
+    },
+    #[error(
+        "unexpected import `{name}`: a function may import only the sluice:bus host interfaces (types, log, emit, schedule, kv, config, clock) and WASI 0.2"
+    )]
+    UnexpectedImport { name: String },
+    #[error(
+        "import `{name}` needs a sluice:bus version this engine does not implement (it implements {})",
+        crate::world::PACKAGE_VERSION
+    )]
+    UnsupportedVersion { name: String },
+    #[error("the component's imports do not match the host's: {0}")]
+    Link(String),
+    #[error("export `{export}` does not have the signature of the {kind} world: {message}")]
+    BadExport {
+        kind: FunctionKind,
+        export: &'static str,
+        message: String,
+    },
+    #[error("the component failed to start: {0}")]
+    Instantiate(String),
+    #[error("compiled-component cache at {path}: {source}")]
+    Cache {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What went wrong in a call; counted per function in its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The call ran past its deadline (an endless loop, say).
+    Timeout,
+    /// The guest tried to grow its memory past the function's cap.
+    Memory,
+    /// The guest trapped: a panic, `unreachable`, an out-of-bounds access.
+    Trap,
+    /// The guest's answer or buffered effects exceeded their size limit.
+    OutputLimit,
+    /// The guest's answer does not fit the batch (wrong count, malformed
+    /// transform buffer).
+    InvalidOutput,
+    /// The input batch is not a valid record batch sequence.
+    InvalidInput,
+    /// No instance could be created (for example the instance pool is full).
+    Instantiate,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        Self::Timeout,
+        Self::Memory,
+        Self::Trap,
+        Self::OutputLimit,
+        Self::InvalidOutput,
+        Self::InvalidInput,
+        Self::Instantiate,
+    ];
+
+    /// A stable lowercase name, used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Trap => "trap",
+            Self::OutputLimit => "output_limit",
+            Self::InvalidOutput => "invalid_output",
+            Self::InvalidInput => "invalid_input",
+            Self::Instantiate => "instantiate",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed call. The batch's messages were not processed and its effects
+/// were dropped; the broker retries or dead-letters them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{function}: {kind}: {message}")]
+pub struct CallError {
+    pub function: String,
+    pub kind: ErrorKind,
+    /// What happened, including the guest's panic message when it wrote one.
+    pub message: String,
+}
