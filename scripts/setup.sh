@@ -26,4 +26,10 @@ if command -v rustup >/dev/null; then
       rustup component add --toolchain "$toolchain" "$c"
     fi
   done
+  # Functions are WebAssembly components: sample-functions/components builds
+  # the guests for wasm32-wasip2.
+  if ! rustup target list --installed --toolchain "$toolchain" 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "setup: adding rustup target wasm32-wasip2" >&2
+    rustup target add --toolchain "$toolchain" wasm32-wasip2
+  fi
 fi

@@ -11,6 +11,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -51,7 +52,10 @@ impl CompiledCache {
     /// Stores a compiled body (write to a temporary file, fsync, rename).
     pub(crate) fn put(&self, digest: &str, engine_hash: &str, body: &[u8]) -> std::io::Result<()> {
         let path = self.path(digest, engine_hash);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: threads of one process may store the same entry.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&Sha256::digest(body))?;

@@ -14,7 +14,9 @@ pub enum LoadError {
         "the component implements no Sluice world: it exports [{exports}] but a function must export `filter` (world filter), `transform` (world transform) or `handle` (world handler)"
     )]
     NoWorld { exports: String },
-    #[error("the component exports the functions of several worlds ({worlds}); a function implements exactly one")]
+    #[error(
+        "the component exports the functions of several worlds ({worlds}); a function implements exactly one"
+    )]
     SeveralWorlds { worlds: String },
     #[error("the component implements the {found} world, but the deployment asks for a {expected}")]
     WrongWorld {

@@ -513,7 +513,9 @@ impl Function {
                 ));
             }
             if input < last_input {
-                return Err(format!("output for input {input} comes after input {last_input}"));
+                return Err(format!(
+                    "output for input {input} comes after input {last_input}"
+                ));
             }
             last_input = input;
             if let Some(allowed) = &self.inner.shared.allowed_topics
@@ -616,7 +618,14 @@ impl Function {
                         ),
                         None => match state.over_budget.take() {
                             Some(why) => (ErrorKind::OutputLimit, why),
-                            None => (ErrorKind::Trap, format!("{e:#}")),
+                            None => {
+                                tracing::debug!(function = self.name(), "guest trapped: {e:?}");
+                                let what = match e.downcast_ref::<Trap>() {
+                                    Some(trap) => format!("wasm trap: {trap}"),
+                                    None => format!("{e:#}"),
+                                };
+                                (ErrorKind::Trap, what)
+                            }
                         },
                     },
                 };
@@ -646,9 +655,9 @@ impl Function {
         let limits = &self.inner.shared.limits;
         if hooks.deadlines {
             let tick = hooks.epoch_tick.as_nanos().max(1);
-        let ticks = limits.timeout.as_nanos().div_ceil(tick) as u64;
-        // One extra tick: the first may come at any moment after arming.
-        store.set_epoch_deadline(ticks + 1);
+            let ticks = limits.timeout.as_nanos().div_ceil(tick) as u64;
+            // One extra tick: the first may come at any moment after arming.
+            store.set_epoch_deadline(ticks + 1);
         }
         if hooks.fuel {
             let fuel = limits.fuel_per_call.unwrap_or(u64::MAX / 2);
@@ -708,14 +717,12 @@ impl Function {
             )
         })?;
         let export_name = self.inner.kind.export();
-        let export = instance
-            .get_func(&mut store, export_name)
-            .ok_or_else(|| {
-                self.fail(
-                    ErrorKind::Instantiate,
-                    format!("the instance has no `{export_name}` export"),
-                )
-            })?;
+        let export = instance.get_func(&mut store, export_name).ok_or_else(|| {
+            self.fail(
+                ErrorKind::Instantiate,
+                format!("the instance has no `{export_name}` export"),
+            )
+        })?;
         self.inner.metrics.instance_created();
         Ok(Instance {
             store,

@@ -81,7 +81,15 @@ impl HostState {
         let all = self.stderr.contents();
         let new = &all[self.stderr_seen.min(all.len())..];
         self.stderr_seen = all.len();
-        String::from_utf8_lossy(new).trim_end().to_owned()
+        // Rust's panic hook adds a hint about RUST_BACKTRACE that means
+        // nothing inside a component.
+        String::from_utf8_lossy(new)
+            .lines()
+            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE=1`"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_owned()
     }
 
     fn spend(&mut self, bytes: usize, emits: usize) -> Result<(), HostError> {

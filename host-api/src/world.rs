@@ -12,7 +12,8 @@ pub const PACKAGE: &str = "sluice:bus";
 /// The WIT package version this engine implements.
 pub const PACKAGE_VERSION: &str = "0.1.0";
 /// The host interfaces a function may import from [`PACKAGE`].
-pub const HOST_INTERFACES: [&str; 7] = ["types", "log", "emit", "schedule", "kv", "config", "clock"];
+pub const HOST_INTERFACES: [&str; 7] =
+    ["types", "log", "emit", "schedule", "kv", "config", "clock"];
 
 /// Which world a function implements; decides how the broker attaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,7 +88,11 @@ pub fn check_component(
         }
         many => {
             return Err(LoadError::SeveralWorlds {
-                worlds: many.iter().map(|k| k.world()).collect::<Vec<_>>().join(", "),
+                worlds: many
+                    .iter()
+                    .map(|k| k.world())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     };

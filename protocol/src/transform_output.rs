@@ -328,9 +328,17 @@ mod tests {
                 "[a-z.]{0,12}",
                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
                 proptest::collection::vec(any::<u8>(), 0..50),
-                proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..4),
+                proptest::collection::vec(
+                    ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..8)),
+                    0..4
+                ),
             )
-                .prop_map(|(topic, key, value, headers)| Entry::Message { topic, key, value, headers }),
+                .prop_map(|(topic, key, value, headers)| Entry::Message {
+                    topic,
+                    key,
+                    value,
+                    headers
+                }),
             "\\PC{0,20}".prop_map(Entry::Failure),
         ]
     }
@@ -385,9 +393,15 @@ mod tests {
         let mut w = OutputWriter::default();
         w.message(0, "t", None, b"value", &[]);
         let buf = w.finish();
-        let err = OutputReader::new(&buf[..buf.len() - 1]).next().unwrap().unwrap_err();
+        let err = OutputReader::new(&buf[..buf.len() - 1])
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, OutputError::Truncated(_)), "{err}");
-        let err = OutputReader::new(&[9, 0, 0, 0, 0]).next().unwrap().unwrap_err();
+        let err = OutputReader::new(&[9, 0, 0, 0, 0])
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert_eq!(err, OutputError::UnknownKind { kind: 9, at: 0 });
         let mut bad_key = vec![0, 0, 0, 0, 0, 0, 0];
         bad_key.extend_from_slice(&(-2i32).to_le_bytes());
