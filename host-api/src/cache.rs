@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,8 +25,14 @@ pub(crate) struct CompiledCache {
 }
 
 impl CompiledCache {
+    /// Opens (creating, owner-only) the cache directory. Its files are
+    /// native code the engine will run: the directory must be as trusted
+    /// as the broker's binary.
     pub(crate) fn open(dir: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })

@@ -69,17 +69,12 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    /// Shared with every loaded function, so deadlines keep working while
+    /// any function is alive, whatever happens to the `Engine` handle.
     hooks: Arc<EngineHooks>,
     linker: Linker<HostState>,
     cache: Option<CompiledCache>,
     engine_hash: String,
-    stop_ticker: Arc<AtomicBool>,
-}
-
-impl Drop for EngineInner {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -124,7 +119,9 @@ impl Engine {
         let engine_hash = format!("{:016x}", h.finish());
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        if config.deadlines {
+            spawn_ticker(engine.clone(), config.epoch_tick, stop_ticker.clone());
+        }
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 hooks: Arc::new(EngineHooks {
@@ -132,11 +129,12 @@ impl Engine {
                     epoch_tick: config.epoch_tick,
                     deadlines: config.deadlines,
                     fuel: config.fuel,
+                    max_memory_bytes: config.max_memory_bytes,
+                    stop_ticker,
                 }),
                 linker,
                 cache,
                 engine_hash,
-                stop_ticker,
             }),
         })
     }
@@ -148,6 +146,16 @@ impl Engine {
     pub fn load(&self, spec: FunctionSpec, bytes: &[u8]) -> Result<Function, LoadError> {
         let inner = &self.inner;
         let engine = &inner.hooks.engine;
+        let max = inner.hooks.max_memory_bytes;
+        if spec.limits.memory_bytes > max {
+            return Err(LoadError::Limits(format!(
+                "memory_bytes {} is over the engine's max_memory_bytes {max}",
+                spec.limits.memory_bytes
+            )));
+        }
+        if spec.limits.timeout.is_zero() {
+            return Err(LoadError::Limits("timeout must be above zero".into()));
+        }
         let digest = cache::digest(bytes);
         let component = self.compile(&digest, bytes)?;
         let kind = world::check_component(engine, &component, spec.kind)?;
@@ -175,15 +183,31 @@ impl Engine {
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Some(cache) = &inner.cache {
-            cache
-                .put(digest, &inner.engine_hash, &compiled)
-                .map_err(|source| LoadError::Cache {
-                    path: cache.path(digest, &inner.engine_hash),
-                    source,
-                })?;
+        if let Some(cache) = &inner.cache
+            && let Err(e) = cache.put(digest, &inner.engine_hash, &compiled)
+        {
+            // The component compiled; only the next load will be slower.
+            let path = cache.path(digest, &inner.engine_hash);
+            tracing::warn!(path = %path.display(), "cannot cache the compiled component: {e}");
         }
         deserialize(engine, &compiled).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+
+    /// [`load`](Self::load) on a blocking thread: compiling a component
+    /// takes from milliseconds to seconds.
+    pub async fn load_async(
+        &self,
+        spec: FunctionSpec,
+        bytes: Vec<u8>,
+    ) -> Result<Function, LoadError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.load(spec, &bytes))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Instantiate(format!(
+                    "the load thread failed: {e}"
+                )))
+            })
     }
 
     /// The path a component with this content would be cached under.
@@ -199,9 +223,11 @@ impl Engine {
 #[allow(unsafe_code)]
 fn deserialize(engine: &wasmtime::Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `compiled` is either what this engine's precompile_component
-    // just returned, or a cache entry whose SHA-256 matched the one written
-    // beside it when this engine precompiled it; wasmtime additionally
-    // checks that it was produced by a compatible engine.
+    // just returned, or a cache entry this engine wrote: the cache directory
+    // is created owner-only and must be trusted like the binary itself (its
+    // files are native code), and the SHA-256 stored with each entry catches
+    // accidental corruption. wasmtime additionally checks that the entry was
+    // produced by a compatible engine.
     unsafe { Component::deserialize(engine, compiled) }
 }
 

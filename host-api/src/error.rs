@@ -42,11 +42,10 @@ pub enum LoadError {
     },
     #[error("the component failed to start: {0}")]
     Instantiate(String),
-    #[error("compiled-component cache at {path}: {source}")]
-    Cache {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error("the deployment's limits are invalid: {0}")]
+    Limits(String),
+    #[error("the function failed its first call (its init or configuration): {0}")]
+    Init(String),
 }
 
 /// What went wrong in a call; counted per function in its metrics.
@@ -109,4 +108,13 @@ pub struct CallError {
     pub kind: ErrorKind,
     /// What happened, including the guest's panic message when it wrote one.
     pub message: String,
+}
+
+impl CallError {
+    /// Whether the failure says nothing about the messages: the engine
+    /// could not get an instance (the pool is full, say). The broker should
+    /// retry such a batch without counting an attempt against it.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Instantiate
+    }
 }

@@ -198,12 +198,25 @@ struct Instance {
     calls: u64,
 }
 
+/// What a function needs of its engine; shared by the engine and every
+/// function loaded into it.
 pub(crate) struct EngineHooks {
     pub(crate) engine: wasmtime::Engine,
     /// Epoch ticks per call deadline is `timeout / tick`, rounded up.
     pub(crate) epoch_tick: Duration,
     pub(crate) deadlines: bool,
     pub(crate) fuel: bool,
+    pub(crate) max_memory_bytes: usize,
+    /// Stops the epoch ticker once neither the engine nor any function
+    /// needs it.
+    pub(crate) stop_ticker: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EngineHooks {
+    fn drop(&mut self) {
+        self.stop_ticker
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A loaded function; cheap to clone, safe to call from many threads (each
@@ -290,7 +303,7 @@ impl Function {
     /// after a deployment do not pay for instantiation.
     pub fn prewarm(&self, n: usize) -> Result<(), CallError> {
         let n = n.min(self.inner.shared.limits.max_idle_instances);
-        while self.idle_instances() < n {
+        for _ in self.idle_instances()..n {
             let instance = self.instantiate()?;
             self.checkin(instance);
         }
@@ -319,10 +332,12 @@ impl Function {
         Ok(())
     }
 
-    /// Creates an instance now and checks its export's signature; the
-    /// engine does this once at load so a bad component fails to deploy.
+    /// Creates an instance, checks its export's signature and makes one
+    /// call with an empty batch (which runs the guest's initialisation, so a
+    /// function whose configuration it rejects fails to deploy rather than
+    /// failing every batch). The engine does this once at load.
     pub(crate) fn warm_up(&self) -> Result<(), crate::LoadError> {
-        let mut instance = self
+        let instance = self
             .instantiate()
             .map_err(|e| crate::LoadError::Instantiate(e.message))?;
         let kind = self.inner.kind;
@@ -341,12 +356,32 @@ impl Function {
             export: kind.export(),
             message: format!("{e:#}"),
         })?;
-        instance.store.data_mut().take_stderr();
         self.checkin(instance);
+        let context = BatchContext {
+            topic: String::new(),
+            partition: 0,
+            group: None,
+        };
+        let first = match kind {
+            FunctionKind::Filter => self.filter(&context, &[]).map(drop),
+            FunctionKind::Transform => self.transform(&context, &[]).map(drop),
+            FunctionKind::Handler => self.handle(&context, &[]).map(drop),
+        };
+        first.map_err(|e| crate::LoadError::Init(format!("{}: {}", e.kind, e.message)))?;
+        // The check is not traffic: it counts neither in the metrics nor
+        // against the instance's call budget.
+        for instance in self.inner.idle.lock().iter_mut() {
+            instance.calls = 0;
+        }
+        self.inner.metrics.reset_calls();
         Ok(())
     }
 
     /// Runs a filter over `batch` (one or more record batches).
+    ///
+    /// Blocks for up to the function's timeout: call it from a blocking
+    /// thread, never a tokio worker (use [`filter_async`](Self::filter_async)
+    /// there; WASI's output streams also refuse to run on a worker).
     pub fn filter(
         &self,
         context: &BatchContext,
@@ -373,7 +408,7 @@ impl Function {
         })
     }
 
-    /// Runs a transform over `batch`.
+    /// Runs a transform over `batch`. Blocks like [`filter`](Self::filter).
     pub fn transform(
         &self,
         context: &BatchContext,
@@ -403,7 +438,7 @@ impl Function {
         })
     }
 
-    /// Runs a handler over `batch`.
+    /// Runs a handler over `batch`. Blocks like [`filter`](Self::filter).
     pub fn handle(
         &self,
         context: &BatchContext,
@@ -709,8 +744,12 @@ impl Function {
         self.arm(&mut store);
         let instance = self.inner.pre.instantiate(&mut store).map_err(|e| {
             let stderr = store.data_mut().take_stderr();
+            let kind = match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt | Trap::OutOfFuel) => ErrorKind::Timeout,
+                _ => ErrorKind::Instantiate,
+            };
             self.fail(
-                ErrorKind::Instantiate,
+                kind,
                 format!("could not create an instance: {e:#} {stderr}")
                     .trim_end()
                     .to_owned(),

@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::guest_output::GuestOutput;
 
 use crate::function::FunctionShared;
 use crate::services::{self, Effects, Emitted, HostError, Level, OutgoingMessage, Scheduled};
@@ -23,8 +24,8 @@ wasmtime::component::bindgen!({
 
 use sluice::bus::types as wit;
 
-/// How much of its guest's stderr an instance keeps (panic messages).
-const STDERR_CAPACITY: usize = 64 * 1024;
+/// How much of what its guest prints one call keeps (panic messages fit).
+const OUTPUT_PER_CALL: usize = 16 * 1024;
 
 /// Store data: everything a host call can see.
 pub(crate) struct HostState {
@@ -38,18 +39,17 @@ pub(crate) struct HostState {
     /// Set when the call ran past a budget; the call fails even if the
     /// guest swallowed the error.
     pub(crate) over_budget: Option<String>,
-    stderr: MemoryOutputPipe,
-    stderr_seen: usize,
+    output: GuestOutput,
 }
 
 impl HostState {
     pub(crate) fn new(function: Arc<FunctionShared>) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let output = GuestOutput::new(OUTPUT_PER_CALL);
         // No preopened directories, environment, arguments or network: a
         // function reaches the world only through sluice:bus.
         let wasi = WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .stdout(stderr.clone())
+            .stderr(output.clone())
+            .stdout(output.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -62,8 +62,7 @@ impl HostState {
             effects: Effects::default(),
             effect_bytes: 0,
             over_budget: None,
-            stderr,
-            stderr_seen: 0,
+            output,
         }
     }
 
@@ -75,21 +74,10 @@ impl HostState {
         self.limiter.denied = None;
     }
 
-    /// What the guest wrote to stdout/stderr since the last look, lossy
-    /// UTF-8 (a panic message, typically).
+    /// What the guest printed (stdout and stderr) since the last look: a
+    /// panic message, typically.
     pub(crate) fn take_stderr(&mut self) -> String {
-        let all = self.stderr.contents();
-        let new = &all[self.stderr_seen.min(all.len())..];
-        self.stderr_seen = all.len();
-        // Rust's panic hook adds a hint about RUST_BACKTRACE that means
-        // nothing inside a component.
-        String::from_utf8_lossy(new)
-            .lines()
-            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE=1`"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .trim()
-            .to_owned()
+        self.output.take()
     }
 
     fn spend(&mut self, bytes: usize, emits: usize) -> Result<(), HostError> {
@@ -247,7 +235,21 @@ impl sluice::bus::schedule::Host for HostState {
             self.effects.scheduled.remove(pos);
             return Ok(true);
         }
-        self.function.services.delays.cancel(&id).map_err(to_wit)
+        if self.effects.cancelled.contains(&id) {
+            return Ok(false);
+        }
+        // Like every other effect, the cancellation commits with the batch.
+        let pending = self
+            .function
+            .services
+            .delays
+            .is_pending(&id)
+            .map_err(to_wit)?;
+        if pending {
+            self.spend(id.len(), 0).map_err(to_wit)?;
+            self.effects.cancelled.push(id);
+        }
+        Ok(pending)
     }
 }
 
@@ -308,8 +310,35 @@ pub(crate) fn add_to_linker(
     linker: &mut wasmtime::component::Linker<HostState>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    forbid_blocking(linker)?;
     Imports::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |s| s)
 }
+
+/// The error a guest gets for waiting in WASI.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a function may not block: the guest waited in wasi:io/poll (std::thread::sleep or blocking I/O); epoch deadlines cannot interrupt host code"
+)]
+pub(crate) struct BlockingForbidden;
+
+/// Replaces WASI's waiting functions with ones that trap. Epoch deadlines
+/// interrupt only WebAssembly code, so a guest sleeping in the host
+/// (`std::thread::sleep` waits in `wasi:io/poll`) would otherwise hold its
+/// thread past any timeout. Nothing a function may do needs to wait: its
+/// streams (stdout, stderr) are always ready.
+fn forbid_blocking(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_IO_POLL)?;
+    for name in ["poll", "[method]pollable.block"] {
+        poll.func_new(name, |_, _, _, _| Err(BlockingForbidden.into()))?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The `wasi:io/poll` instance wasmtime-wasi defines (semver-compatible
+/// imports of other 0.2 versions resolve to it).
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
 
 /// Caps a guest's linear memory and remembers a refused growth, so a memory
 /// bomb is reported as such rather than as the trap it turns into.

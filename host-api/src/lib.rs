@@ -44,6 +44,7 @@ pub mod services;
 pub mod world;
 
 mod cache;
+mod guest_output;
 mod host;
 
 pub use engine::{Engine, EngineConfig, EngineError};
@@ -54,7 +55,7 @@ pub use function::{
 };
 pub use metrics::{FunctionMetrics, MetricsSnapshot};
 pub use services::{
-    Clock, DelayCanceller, Effects, Emitted, Header, HostError, InMemoryServices, KvStore, Level,
+    Clock, DelayLookup, Effects, Emitted, Header, HostError, InMemoryServices, KvStore, Level,
     LogSink, OutgoingMessage, Scheduled, Services, SystemClock,
 };
 pub use world::FunctionKind;

@@ -61,6 +61,16 @@ impl FunctionMetrics {
         self.errors[i].fetch_add(1, Relaxed);
     }
 
+    /// Zeroes the call counters (not the instance counters).
+    pub(crate) fn reset_calls(&self) {
+        for counter in [&self.calls, &self.messages, &self.busy_ns, &self.fuel]
+            .into_iter()
+            .chain(&self.errors)
+        {
+            counter.store(0, Relaxed);
+        }
+    }
+
     pub(crate) fn instance_created(&self) {
         self.instances_created.fetch_add(1, Relaxed);
     }

@@ -5,8 +5,11 @@
 //! handed back with its answer. The broker commits them together with the
 //! batch's outcome (and its input position), or drops them when the call
 //! failed — so a retried batch never publishes twice and a trapped guest
-//! leaves no half-written state. Only reads (`kv.get`, `clock`, `config`),
-//! cancellation and logging reach the services during the call.
+//! leaves no half-written state; delay cancellations likewise. Only reads
+//! (`kv.get`, pending delays, `clock`, `config`) and logging reach the
+//! services during the call. They run on the call's thread: implementations
+//! must answer quickly (a cache or a RocksDB read, not a network round
+//! trip), as the call's deadline cannot interrupt them.
 //!
 //! [`InMemoryServices`] implements every trait for tests and benchmarks.
 
@@ -94,12 +97,17 @@ pub struct Effects {
     pub scheduled: Vec<Scheduled>,
     /// Final kv state of every key the call wrote: `None` means deleted.
     pub kv_writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Pending delays the call cancelled.
+    pub cancelled: Vec<String>,
 }
 
 impl Effects {
     /// Whether the call had no side effects.
     pub fn is_empty(&self) -> bool {
-        self.emitted.is_empty() && self.scheduled.is_empty() && self.kv_writes.is_empty()
+        self.emitted.is_empty()
+            && self.scheduled.is_empty()
+            && self.kv_writes.is_empty()
+            && self.cancelled.is_empty()
     }
 }
 
@@ -109,10 +117,11 @@ pub trait KvStore: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError>;
 }
 
-/// Cancels pending delayed messages.
-pub trait DelayCanceller: Send + Sync {
-    /// `Ok(false)` when the id is unknown or already delivered.
-    fn cancel(&self, id: &str) -> Result<bool, HostError>;
+/// Looks up pending delayed messages (a guest's `cancel` answers from it;
+/// the cancellation itself arrives as [`Effects::cancelled`]).
+pub trait DelayLookup: Send + Sync {
+    /// Whether `id` is scheduled and not yet delivered.
+    fn is_pending(&self, id: &str) -> Result<bool, HostError>;
 }
 
 /// Time as the broker sees it.
@@ -132,7 +141,7 @@ pub trait LogSink: Send + Sync {
 #[derive(Clone)]
 pub struct Services {
     pub kv: Arc<dyn KvStore>,
-    pub delays: Arc<dyn DelayCanceller>,
+    pub delays: Arc<dyn DelayLookup>,
     pub clock: Arc<dyn Clock>,
     pub log: Arc<dyn LogSink>,
 }
@@ -198,6 +207,9 @@ impl InMemoryServices {
         for s in &effects.scheduled {
             pending.insert(s.id.clone(), s.clone());
         }
+        for id in &effects.cancelled {
+            pending.remove(id);
+        }
         self.emitted.lock().extend(effects.emitted.iter().cloned());
     }
 
@@ -243,9 +255,9 @@ impl KvStore for InMemoryServices {
     }
 }
 
-impl DelayCanceller for InMemoryServices {
-    fn cancel(&self, id: &str) -> Result<bool, HostError> {
-        Ok(self.pending_delays.lock().remove(id).is_some())
+impl DelayLookup for InMemoryServices {
+    fn is_pending(&self, id: &str) -> Result<bool, HostError> {
+        Ok(self.pending_delays.lock().contains_key(id))
     }
 }
 

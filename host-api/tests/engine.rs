@@ -635,3 +635,206 @@ fn emits_to_topics_outside_the_deployment_are_denied() {
         Err(e) => panic!("a denied emit is the guest's to handle, not a failed call: {e}"),
     }
 }
+
+fn with_headers(value: &str, headers: &[(&'static str, &str)]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_700_000_000_000);
+    let hs: Vec<(&str, Option<&[u8]>)> = headers
+        .iter()
+        .map(|(n, v)| (*n, Some(v.as_bytes())))
+        .collect();
+    b.push(1_700_000_000_000, None, Some(value.as_bytes()), &hs);
+    b.finish().to_vec()
+}
+
+#[test]
+fn a_function_whose_init_rejects_its_config_is_not_deployed() {
+    let f = engine();
+    let (s, _) = spec("no-tags", &[]);
+    let err = f.engine.load(s, &wasm(components::TAG_FILTER)).unwrap_err();
+    assert!(matches!(err, LoadError::Init(_)), "{err}");
+    assert!(
+        err.to_string().contains("tags"),
+        "names the missing parameter: {err}"
+    );
+}
+
+#[test]
+fn messages_are_counted_across_batches_and_control_batches_are_skipped() {
+    let f = engine();
+    let (filter, _) = load(&f, components::TAG_FILTER, "tags", &[("tags", "red")]);
+    let mut control = batch(&[tagged("marker", &["red"])]);
+    control[22] |= 0x20; // attributes bit 5: a control batch (commit/abort marker)
+    let mut input = batch(&[tagged("a", &["red"]), tagged("b", &["blue"])]);
+    input.extend_from_slice(&control);
+    input.extend_from_slice(&batch(&[tagged("c", &["red"])]));
+    let out = filter.filter(&ctx(), &input).unwrap();
+    assert_eq!(out.messages, 3);
+    assert_eq!(out.answer.iter().collect::<Vec<_>>(), [true, false, true]);
+}
+
+#[test]
+fn guest_output_is_drained_every_call_and_never_breaks_printing() {
+    let f = engine();
+    let (handler, memory) = load(&f, components::KV_CONFIG, "chatty", &[]);
+    for _ in 0..20 {
+        let out = handler
+            .handle(&ctx(), &with_headers("x", &[("print", "2000")]))
+            .unwrap();
+        assert_eq!(out.answer, [Outcome::Ack]);
+    }
+    let printed: Vec<_> = memory
+        .logs()
+        .into_iter()
+        .filter(|(_, l, m)| *l == Level::Warn && m.starts_with("line 0 of 2000"))
+        .collect();
+    assert_eq!(printed.len(), 20, "each call's output reaches the log");
+    assert!(
+        printed[0].2.ends_with("bytes dropped]"),
+        "and overflow is counted"
+    );
+    assert_eq!(
+        handler.metrics().instances_created,
+        1,
+        "no trap, no recycling"
+    );
+}
+
+#[test]
+fn a_guest_that_sleeps_in_wasi_is_stopped_not_waited_for() {
+    let f = engine();
+    let (handler, _) = load(&f, components::KV_CONFIG, "sleepy", &[]);
+    let err = handler
+        .handle(&ctx(), &with_headers("x", &[("sleep-ms", "600000")]))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(err.message.contains("may not block"), "{err}");
+}
+
+#[test]
+fn deadlines_hold_after_the_engine_handle_is_dropped() {
+    let f = engine();
+    let (mut s, _) = spec("loop", &[]);
+    s.limits.timeout = Duration::from_millis(50);
+    let bad = f.engine.load(s, &wasm(components::ENDLESS_LOOP)).unwrap();
+    drop(f);
+    let err = bad.filter(&ctx(), &batch(&[rec("x")])).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout);
+}
+
+#[test]
+fn a_failed_call_leaves_no_effects_and_reads_see_the_calls_own_writes() {
+    let f = engine();
+    let (handler, memory) = load(&f, components::KV_CONFIG, "echo", &[]);
+    let err = handler
+        .handle(&ctx(), &with_headers("lost", &[("panic", "")]))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(err.message.contains("asked to panic"), "{err}");
+    let out = handler
+        .handle(&ctx(), &with_headers("kept", &[("kv-get", "last")]))
+        .unwrap();
+    let values: Vec<_> = out
+        .effects
+        .emitted
+        .iter()
+        .map(|e| e.message.value.clone())
+        .collect();
+    assert_eq!(
+        values,
+        [b"kept".to_vec()],
+        "nothing of the failed call leaks"
+    );
+    assert!(
+        memory.logs().iter().any(|(_, _, m)| m == "kv last = kept"),
+        "a read sees the call's own uncommitted write: {:?}",
+        memory.logs()
+    );
+    assert_eq!(memory.kv_value("last"), None, "and nothing is committed");
+}
+
+#[test]
+fn cancellations_commit_with_the_batch() {
+    let f = engine();
+    let (handler, memory) = load(&f, components::KV_CONFIG, "echo", &[]);
+    memory.set_now_ms(1_000);
+    let out = handler
+        .handle(&ctx(), &with_headers("x", &[("schedule-after-ms", "5000")]))
+        .unwrap();
+    memory.commit(&out.effects);
+    let [pending] = memory.pending_delays().try_into().unwrap();
+    assert_eq!(pending.at_ms, 6_000);
+
+    let out = handler
+        .handle(&ctx(), &with_headers("y", &[("cancel", &pending.id)]))
+        .unwrap();
+    assert_eq!(out.effects.cancelled, std::slice::from_ref(&pending.id));
+    assert_eq!(
+        memory.pending_delays().len(),
+        1,
+        "not cancelled until committed"
+    );
+    assert!(
+        memory
+            .logs()
+            .iter()
+            .any(|(_, _, m)| m == &format!("cancelled {}: true", pending.id))
+    );
+    memory.commit(&out.effects);
+    assert!(memory.pending_delays().is_empty());
+
+    let out = handler
+        .handle(&ctx(), &with_headers("z", &[("cancel", &pending.id)]))
+        .unwrap();
+    assert!(
+        out.effects.cancelled.is_empty(),
+        "an unknown id cancels nothing"
+    );
+    assert!(
+        memory
+            .logs()
+            .iter()
+            .any(|(_, _, m)| m == &format!("cancelled {}: false", pending.id))
+    );
+}
+
+#[test]
+fn a_full_instance_pool_is_a_clear_transient_error_and_recovers() {
+    let engine = Engine::new(EngineConfig {
+        max_instances: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let load = |name: &str| {
+        let (s, _) = spec(name, &[("tags", "red")]);
+        engine.load(s, &wasm(components::TAG_FILTER))
+    };
+    // Each loaded function keeps one idle instance: two fill the pool.
+    let a = load("a").unwrap();
+    let b = load("b").unwrap();
+    let err = load("c").unwrap_err();
+    assert!(matches!(err, LoadError::Instantiate(_)), "{err}");
+    let err = a.instantiate_and_drop().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Instantiate);
+    assert!(err.is_transient(), "says nothing about the messages");
+
+    b.drain_pool();
+    let c = load("c").unwrap();
+    let out = c.filter(&ctx(), &batch(&[tagged("x", &["red"])])).unwrap();
+    assert_eq!(out.answer.kept(), 1);
+    a.filter(&ctx(), &batch(&[tagged("x", &["red"])])).unwrap();
+}
+
+#[test]
+fn instances_that_grew_past_the_threshold_are_replaced() {
+    let f = engine();
+    let (mut s, _) = spec("tags", &[("tags", "red")]);
+    s.limits.recycle_above_memory = 1;
+    let filter = f.engine.load(s, &wasm(components::TAG_FILTER)).unwrap();
+    let before = filter.metrics().instances_created;
+    for _ in 0..3 {
+        filter
+            .filter(&ctx(), &batch(&[tagged("a", &["red"])]))
+            .unwrap();
+    }
+    assert_eq!(filter.metrics().instances_created, before + 3);
+}

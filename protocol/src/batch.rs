@@ -644,6 +644,16 @@ impl<'a> Cursor<'a> {
     }
 
     fn unsigned(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
+        // Most varints in a record (deltas, key and header lengths) fit in
+        // one byte: skip the loop for them. It matters most inside
+        // WebAssembly guests, where every loop iteration also checks the
+        // epoch deadline.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut value = 0u64;
         for i in 0..max_bytes {
             let Some((&b, rest)) = self.buf.split_first() else {

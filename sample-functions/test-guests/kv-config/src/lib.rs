@@ -21,6 +21,9 @@
 //! | `kv-delete`         | `kv::delete(key)`                           | `deleted {key}`           |
 //! | `now`               | `clock::now_ms()`                           | `now {ms}`                |
 //! | `config-all`        | `config::all()`                             | `config {k}={v},...`      |
+//! | `print`             | prints `n` lines to stdout (`println!`)     | —                         |
+//! | `sleep-ms`          | `std::thread::sleep` (blocks in WASI poll)  | —                         |
+//! | `panic`             | panics with `kv-config: asked to panic`     | —                         |
 //!
 //! A failing host call ends the message with the error's outcome:
 //! `unavailable` retries after the group's backoff, anything else
@@ -95,6 +98,17 @@ fn calls(msg: &Message<'_>) -> Result<(), HostError> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         info!("config {}", all.join(","));
+    }
+    if let Some(n) = number("print")? {
+        for i in 0..n {
+            println!("line {i} of {n} printed by kv-config");
+        }
+    }
+    if let Some(ms) = number("sleep-ms")? {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    if msg.header("panic").is_some() {
+        panic!("kv-config: asked to panic");
     }
     Ok(())
 }
