@@ -644,15 +644,21 @@ impl<'a> Cursor<'a> {
     }
 
     fn unsigned(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
-        // Most varints in a record (deltas, key and header lengths) fit in
-        // one byte: skip the loop for them. It matters most inside
+        // Nearly every varint in a record (deltas, lengths) fits in one or
+        // two bytes: skip the loop for them. It matters most inside
         // WebAssembly guests, where every loop iteration also checks the
         // epoch deadline.
-        if let Some((&b, rest)) = self.buf.split_first()
-            && b < 0x80
-        {
-            self.buf = rest;
-            return Ok(u64::from(b));
+        match *self.buf {
+            [b, ..] if b < 0x80 => {
+                self.buf = &self.buf[1..];
+                return Ok(u64::from(b));
+            }
+            // Two bytes covers record lengths up to 16 KiB.
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.buf = &self.buf[2..];
+                return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+            }
+            _ => {}
         }
         let mut value = 0u64;
         for i in 0..max_bytes {
