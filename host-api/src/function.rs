@@ -512,11 +512,10 @@ impl Function {
         if self.inner.kind == kind {
             Ok(())
         } else {
-            Err(CallError {
-                function: self.name().to_owned(),
-                kind: ErrorKind::InvalidInput,
-                message: format!("called as a {kind} but it is a {}", self.inner.kind),
-            })
+            Err(self.fail(
+                ErrorKind::InvalidInput,
+                format!("called as a {kind} but it is a {}", self.inner.kind),
+            ))
         }
     }
 

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -189,7 +189,7 @@ pub struct InMemoryServices {
     logs: Mutex<Vec<(String, Level, String)>>,
     now_ms: AtomicU64,
     /// When set, kv reads fail with `unavailable`.
-    kv_down: std::sync::atomic::AtomicBool,
+    kv_down: AtomicBool,
 }
 
 impl InMemoryServices {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_host_api::{
-    BatchContext, Engine, EngineConfig, ErrorKind, Function, FunctionKind, FunctionLimits,
-    FunctionSpec, InMemoryServices, Level, LoadError, Outcome, Services,
+    BatchContext, Engine, EngineConfig, ErrorKind, Function, FunctionKind, FunctionSpec,
+    InMemoryServices, Level, LoadError, Outcome, Services,
 };
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::transform_output::OutputEntry;
@@ -357,7 +357,7 @@ fn every_host_call_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_calls_run_off_the_runtime() {
+async fn async_calls_answer_like_sync_ones_and_run_concurrently() {
     let f = engine();
     let (filter, _) = load(&f, components::TAG_FILTER, "tags", &[("tags", "red")]);
     let input = batch(&[tagged("a", &["red"]), rec("b")]);
@@ -623,16 +623,14 @@ fn emits_to_topics_outside_the_deployment_are_denied() {
     let f = engine();
     let (mut s, _) = spec("echo", &[("greeting", "hi")]);
     s.allowed_topics = Some(BTreeSet::from(["elsewhere".to_owned()]));
-    s.limits = FunctionLimits::default();
     let handler = f.engine.load(s, &wasm(components::KV_CONFIG)).unwrap();
-    let out = handler.handle(&ctx(), &batch(&[rec("1")]));
-    // The guest sees `denied`; kv-config reacts by retrying the message.
-    match out {
-        Ok(out) => {
-            assert!(out.effects.emitted.is_empty());
-            assert!(!matches!(out.answer[0], Outcome::Ack), "{:?}", out.answer);
-        }
-        Err(e) => panic!("a denied emit is the guest's to handle, not a failed call: {e}"),
+    // The guest sees `denied` (a failed host call, not a failed batch);
+    // kv-config dead-letters the message with the error's text.
+    let out = handler.handle(&ctx(), &batch(&[rec("1")])).unwrap();
+    assert!(out.effects.emitted.is_empty());
+    match &out.answer[..] {
+        [Outcome::DeadLetter(reason)] => assert!(reason.contains("echo"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
     }
 }
 
