@@ -47,6 +47,10 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The request timed out on the broker.
     Timeout,
+    /// A request field is out of range or inconsistent (a delivery time
+    /// beyond the scheduler's horizon, invalid loop parameters, ...); the
+    /// message says which.
+    InvalidArgument,
     /// A code this client does not know.
     Unknown(u16),
 }
@@ -75,6 +79,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 18,
             ErrorCode::LimitExceeded => 19,
             ErrorCode::Timeout => 20,
+            ErrorCode::InvalidArgument => 21,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -102,6 +107,7 @@ impl ErrorCode {
             18 => ErrorCode::ShuttingDown,
             19 => ErrorCode::LimitExceeded,
             20 => ErrorCode::Timeout,
+            21 => ErrorCode::InvalidArgument,
             c => ErrorCode::Unknown(c),
         }
     }
@@ -138,6 +144,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }

@@ -7,6 +7,14 @@
 //! rest. Field order below is wire order; see `codec` for the primitives
 //! and docs/protocol.md for the full specification.
 
+mod delay;
+
+pub use delay::{
+    CancelDelaysRequest, CancelDelaysResponse, CancelOutcome, CancelResult, DelaySummary,
+    DelayedRecord, ListDelaysRequest, ListDelaysResponse, LoopBackoff, LoopSpec, ScheduleEntry,
+    ScheduleRequest, ScheduleResponse, ScheduleResult, When,
+};
+
 use bytes::Bytes;
 
 use crate::codec::{DecodeError, Reader, Writer};
@@ -36,6 +44,9 @@ pub enum Op {
     Produce = 0x0020,
     Fetch = 0x0030,
     ListOffsets = 0x0040,
+    Schedule = 0x0050,
+    CancelDelays = 0x0051,
+    ListDelays = 0x0052,
 }
 
 impl Op {
@@ -49,6 +60,9 @@ impl Op {
             0x0020 => Op::Produce,
             0x0030 => Op::Fetch,
             0x0040 => Op::ListOffsets,
+            0x0050 => Op::Schedule,
+            0x0051 => Op::CancelDelays,
+            0x0052 => Op::ListDelays,
             _ => return None,
         })
     }
@@ -127,7 +141,7 @@ pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError>
     P::decode(frame.payload).map_err(malformed)
 }
 
-fn error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
+pub(crate) fn error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
     Ok(ErrorCode::from_u16(r.u16("error code")?))
 }
 
@@ -724,6 +738,9 @@ pub enum Request {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    Schedule(ScheduleRequest),
+    CancelDelays(CancelDelaysRequest),
+    ListDelays(ListDelaysRequest),
 }
 
 impl Request {
@@ -739,6 +756,9 @@ impl Request {
             Op::Produce => Request::Produce(Payload::decode(payload)?),
             Op::Fetch => Request::Fetch(Payload::decode(payload)?),
             Op::ListOffsets => Request::ListOffsets(Payload::decode(payload)?),
+            Op::Schedule => Request::Schedule(Payload::decode(payload)?),
+            Op::CancelDelays => Request::CancelDelays(Payload::decode(payload)?),
+            Op::ListDelays => Request::ListDelays(Payload::decode(payload)?),
         })
     }
 }
@@ -854,7 +874,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn garbage_never_panics(op in 0u16..0x50, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn garbage_never_panics(op in 0u16..0x60, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Request::decode(op, Bytes::from(bytes));
         }
     }
