@@ -45,6 +45,24 @@ pub struct BrokerConfig {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub topic_defaults: TopicDefaults,
+    pub scheduler: SchedulerConfig,
+}
+
+/// The scheduler of delayed and loop messages.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How far ahead a message may be scheduled, in milliseconds (default
+    /// two years); later due times are refused with INVALID_ARGUMENT.
+    pub max_horizon_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_horizon_ms: crate::sched::SchedulerOptions::default().max_horizon_ms,
+        }
+    }
 }
 
 /// The broker's certificate. Both or neither: with neither, a self-signed
@@ -105,6 +123,7 @@ impl Default for BrokerConfig {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             topic_defaults: TopicDefaults::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   of record (topics, group offsets, …);
 //! - [`store`]: the two opened together from one data directory, the way the
 //!   broker uses them;
+//! - [`sched`]: the scheduler — delayed, loop and retry delivery on RocksDB,
+//!   dispatched into the log exactly once;
 //! - [`broker`]: dispatch — what the broker does with each request (the
 //!   layer between the network and storage);
 //! - [`net`]: the QUIC listener and its TLS;
@@ -32,4 +34,5 @@ pub mod log;
 pub mod meta;
 pub mod net;
 pub mod node;
+pub mod sched;
 pub mod store;

@@ -18,6 +18,7 @@ use crate::config::BrokerConfig;
 use crate::log::LogOptions;
 use crate::net::server::{Server, ServerLimits};
 use crate::net::tls::Identity;
+use crate::sched::{Scheduler, SchedulerOptions};
 use crate::store::{Store, StoreError};
 
 /// Starts `exe dev` (the `sluice` binary) as a child process listening on
@@ -72,12 +73,21 @@ impl Node {
         };
         let cert_path = identity.cert_path.clone();
         let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            Store::open(&data_dir, LogOptions::default(), clock)
+        let sched_options = SchedulerOptions {
+            max_horizon_ms: config.scheduler.max_horizon_ms,
+            max_message_bytes: config.limits.max_message_bytes as usize,
+            ..SchedulerOptions::default()
+        };
+        let broker_clock = clock.clone();
+        let (store, scheduler) = tokio::task::spawn_blocking(move || {
+            let store = Arc::new(Store::open(&data_dir, LogOptions::default(), clock.clone())?);
+            let scheduler = Scheduler::open(store.clone(), clock, sched_options)?;
+            anyhow::Ok((store, Arc::new(scheduler)))
         })
         .await?
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-        let broker = Arc::new(Broker::new(Arc::new(store), settings));
+        let broker = Arc::new(Broker::new(store, scheduler.clone(), broker_clock, settings));
+        tokio::spawn(scheduler.run(broker.shutdown_token().clone()));
         let limits = ServerLimits {
             max_connections: config.limits.max_connections,
             max_streams_per_connection: config.limits.max_streams_per_connection,

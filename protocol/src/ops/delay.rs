@@ -105,7 +105,8 @@ fn read_when(r: &mut Reader) -> Result<When, DecodeError> {
     }
 }
 
-fn write_loop(w: &mut Writer, spec: &Option<LoopSpec>) {
+/// Writes an optional loop spec (also the scheduler's storage encoding).
+pub fn write_loop(w: &mut Writer, spec: &Option<LoopSpec>) {
     let Some(l) = spec else {
         w.bool(false);
         return;
@@ -120,7 +121,8 @@ fn write_loop(w: &mut Writer, spec: &Option<LoopSpec>) {
     };
 }
 
-fn read_loop(r: &mut Reader) -> Result<Option<LoopSpec>, DecodeError> {
+/// Reads what [`write_loop`] wrote.
+pub fn read_loop(r: &mut Reader) -> Result<Option<LoopSpec>, DecodeError> {
     if !r.bool("has loop")? {
         return Ok(None);
     }

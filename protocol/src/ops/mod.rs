@@ -7,7 +7,7 @@
 //! rest. Field order below is wire order; see `codec` for the primitives
 //! and docs/protocol.md for the full specification.
 
-mod delay;
+pub mod delay;
 
 pub use delay::{
     CancelDelaysRequest, CancelDelaysResponse, CancelOutcome, CancelResult, DelaySummary,

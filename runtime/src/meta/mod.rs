@@ -46,7 +46,16 @@ pub const CF_GROUP_OFFSETS: &str = "group_offsets";
 
 /// Every column family this build uses; [`MetaStore::open`] creates the
 /// missing ones.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_GROUP_OFFSETS, CF_CLUSTER];
+pub const COLUMN_FAMILIES: &[&str] = &[
+    CF_TOPICS,
+    CF_GROUP_OFFSETS,
+    CF_CLUSTER,
+    crate::sched::CF_DELAYS,
+    crate::sched::CF_DELAY_IDS,
+    crate::sched::CF_DELAY_TOPICS,
+    crate::sched::CF_DELAY_COUNTS,
+    crate::sched::CF_DELAY_STATE,
+];
 
 /// Broker-wide counters: `next_producer_id` → u64 big-endian.
 pub const CF_CLUSTER: &str = "cluster";
@@ -125,9 +134,11 @@ impl MetaStore {
                 }
             }
         }
-        let descriptors = names
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, base_options()));
+        let descriptors = names.into_iter().map(|name| {
+            let mut cf_opts = base_options();
+            crate::sched::tune_column_family(&name, &mut cf_opts);
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, descriptors)?;
 
         let mut sync_write = WriteOptions::default();
@@ -183,7 +194,19 @@ impl MetaStore {
         }
     }
 
-    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, MetaError> {
+    /// The database itself, for modules that keep their own column families
+    /// here (the scheduler) so their writes can share a `WriteBatch` with the
+    /// rest of the metadata.
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The options every durable write uses (`sync = true`).
+    pub(crate) fn sync_write_options(&self) -> &WriteOptions {
+        &self.sync_write
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, MetaError> {
         self.db
             .cf_handle(name)
             .ok_or(MetaError::MissingColumnFamily(name))

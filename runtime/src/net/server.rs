@@ -409,6 +409,9 @@ async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
             request_id,
             Ok(broker.list_offsets(r).await),
         ),
+        Request::Schedule(r) => ok(Op::Schedule, request_id, broker.schedule(r).await),
+        Request::CancelDelays(r) => ok(Op::CancelDelays, request_id, broker.cancel_delays(r).await),
+        Request::ListDelays(r) => ok(Op::ListDelays, request_id, broker.list_delays(r).await),
         Request::Handshake(_) | Request::Produce(_) => error_frame(
             request_id,
             &WireError::new(ErrorCode::Internal, "dispatched twice"),

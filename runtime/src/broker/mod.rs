@@ -5,6 +5,10 @@
 //! sockets. A produce goes net → [`Broker::produce_write`] (in stream order)
 //! → [`Broker::produce_complete`] (waits for durability) → back to net.
 
+mod delay;
+
+pub use delay::sched_error;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,9 +24,11 @@ use sluice_protocol::ops::{
 use sluice_protocol::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::log::{LogError, Partition, PendingAppend, TopicConfig};
 use crate::meta::MetaError;
+use crate::sched::Scheduler;
 use crate::store::{Store, StoreError};
 
 /// What the broker enforces and announces, taken from the configuration.
@@ -70,6 +76,8 @@ pub struct Session {
 #[derive(Debug)]
 pub struct Broker {
     store: Arc<Store>,
+    scheduler: Arc<Scheduler>,
+    clock: Arc<dyn Clock>,
     settings: BrokerSettings,
     shutdown: CancellationToken,
     closed: AtomicBool,
@@ -88,9 +96,16 @@ pub enum WrittenEntry {
 }
 
 impl Broker {
-    pub fn new(store: Arc<Store>, settings: BrokerSettings) -> Broker {
+    pub fn new(
+        store: Arc<Store>,
+        scheduler: Arc<Scheduler>,
+        clock: Arc<dyn Clock>,
+        settings: BrokerSettings,
+    ) -> Broker {
         Broker {
             store,
+            scheduler,
+            clock,
             settings,
             shutdown: CancellationToken::new(),
             closed: AtomicBool::new(false),
@@ -99,6 +114,10 @@ impl Broker {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     pub fn settings(&self) -> &BrokerSettings {

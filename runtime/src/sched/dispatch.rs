@@ -1,0 +1,489 @@
+//! Moving due messages into their topics exactly once.
+//!
+//! A round drains the due keys from the wheel, reads their messages and
+//! groups them into one record batch per partition. For each batch it
+//! first records an [`Intent`] (synced), then appends the batch, then
+//! deletes the messages and the intent in one synced `WriteBatch` — the one
+//! that also re-inserts the next occurrence of loop messages and marks the
+//! ids delivered.
+//!
+//! A crash after the intent and before that last write leaves the intent.
+//! Resolving it ([`Scheduler::resolve_leftovers`]) searches the partition
+//! from the log end the intent recorded for a batch whose first record
+//! carries the intent's first (delay id, due time): found means the append
+//! happened and is not repeated. The batches carry no producer id: the
+//! intent and this search make the append idempotent, without sequence
+//! numbers that could disagree with the log after a crash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use rocksdb::WriteBatch;
+use sluice_protocol::batch::{BatchBuilder, BatchIter};
+
+use super::keys::{self, DueKey, Entry, IdState, Intent, StateKey};
+use super::{
+    CF_DELAY_IDS, CF_DELAY_STATE, CF_DELAYS, DELAY_ID_HEADER, DUE_AT_HEADER,
+    LOOP_ITERATION_HEADER, SchedError, Scheduler, TickReport, loops,
+};
+use crate::log::{LogError, Partition};
+
+/// Per-record bytes a batch adds beyond the record's own (varints, the
+/// scheduler's headers), rounded up.
+const RECORD_OVERHEAD: usize = 96;
+const BATCH_OVERHEAD: usize = 61;
+
+/// An intent with the messages it covers, in batch order.
+struct Prepared {
+    intent: Intent,
+    entries: Vec<Entry>,
+}
+
+impl Scheduler {
+    /// Resolves intents left by a crash or a failed append. On failure they
+    /// stay for the next tick.
+    pub(super) fn resolve_leftovers(
+        &self,
+        intents: &mut Vec<Intent>,
+        report: &mut TickReport,
+    ) -> Result<(), SchedError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let leftovers = std::mem::take(intents);
+        let prepared = leftovers
+            .iter()
+            .map(|intent| {
+                let entries = self.read_entries(&intent.keys)?;
+                match entries.into_iter().collect::<Option<Vec<_>>>() {
+                    Some(entries) => Ok(Prepared {
+                        intent: intent.clone(),
+                        entries,
+                    }),
+                    None => Err(SchedError::corrupt(format!(
+                        "dispatch intent {} names a message that is not stored",
+                        intent.id
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let result = prepared.and_then(|p| {
+            report.intents_resolved += p.len() as u64;
+            self.complete(p, Vec::new(), true, report)
+        });
+        if result.is_err() {
+            *intents = leftovers;
+        }
+        result
+    }
+
+    /// Reads the stored messages at `keys` (`None` where there is none: it
+    /// was cancelled after its key went into the wheel).
+    fn read_entries(&self, keys: &[DueKey]) -> Result<Vec<Option<Entry>>, SchedError> {
+        let meta = self.store.meta();
+        let encoded: Vec<[u8; 16]> = keys.iter().map(|k| k.encode()).collect();
+        meta.db()
+            .batched_multi_get_cf(meta.cf(CF_DELAYS)?, encoded.iter(), true)
+            .into_iter()
+            .map(|r| match r? {
+                Some(v) => Entry::decode(&v).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// One dispatch round; returns how many keys it took from the wheel.
+    pub(super) fn dispatch_round(
+        &self,
+        intents: &mut Vec<Intent>,
+        report: &mut TickReport,
+    ) -> Result<usize, SchedError> {
+        let now = self.now_ms();
+        let mut due = Vec::new();
+        {
+            let mut st = self.state.lock();
+            st.wheel
+                .drain_due(now.max(0) as u64, self.options.round_max_messages, &mut due);
+            due.sort_unstable();
+            due.dedup();
+            due.retain(|k| !st.claimed.contains(k));
+            st.claimed.extend(due.iter().copied());
+        }
+        let taken = due.len();
+        if taken == 0 {
+            return Ok(0);
+        }
+        let entries = match self.read_entries(&due) {
+            Ok(e) => e,
+            Err(e) => {
+                self.release(&due, &[]);
+                return Err(e);
+            }
+        };
+
+        // Group by partition, keeping due order within each.
+        let mut groups: HashMap<(String, u32), Vec<(DueKey, Entry)>> = HashMap::new();
+        let mut order = Vec::new();
+        let mut cancelled = Vec::new();
+        for (key, entry) in due.into_iter().zip(entries) {
+            let Some(entry) = entry else {
+                cancelled.push(key);
+                continue;
+            };
+            let target = (entry.topic.clone(), entry.partition);
+            let group = groups.entry(target.clone()).or_default();
+            if group.is_empty() {
+                order.push(target);
+            }
+            group.push((key, entry));
+        }
+        self.release(&cancelled, &[]);
+
+        let mut prepared = Vec::new();
+        let mut dropped = Vec::new();
+        for target in order {
+            let group = groups.remove(&target).unwrap_or_default();
+            let partition = match self.store.log().partition(&target.0, target.1) {
+                Ok(p) => p,
+                Err(LogError::UnknownTopic(_) | LogError::UnknownPartition { .. }) => {
+                    dropped.extend(group);
+                    continue;
+                }
+                Err(e) => {
+                    let keys: Vec<_> = group.iter().map(|(k, _)| *k).collect();
+                    self.release(&keys, &[]);
+                    return Err(e.into());
+                }
+            };
+            let limit = self
+                .options
+                .max_batch_bytes
+                .min(partition.config().max_batch_bytes as usize);
+            let mut chunk: Vec<(DueKey, Entry)> = Vec::new();
+            let mut bytes = BATCH_OVERHEAD;
+            for (key, entry) in group {
+                let size = entry.record.approx_size() + RECORD_OVERHEAD;
+                if !chunk.is_empty() && bytes + size > limit {
+                    prepared.push(self.prepare(&partition, std::mem::take(&mut chunk), now)?);
+                    bytes = BATCH_OVERHEAD;
+                }
+                bytes += size;
+                chunk.push((key, entry));
+            }
+            if !chunk.is_empty() {
+                prepared.push(self.prepare(&partition, chunk, now)?);
+            }
+        }
+
+        // Record the intents before any append.
+        if !prepared.is_empty() {
+            let meta = self.store.meta();
+            let state_cf = meta.cf(CF_DELAY_STATE)?;
+            let mut batch = WriteBatch::default();
+            for p in &prepared {
+                batch.put_cf(state_cf, StateKey::intent(p.intent.id), p.intent.encode());
+            }
+            if let Err(e) = meta.db().write_opt(batch, meta.sync_write_options()) {
+                let keys: Vec<_> = prepared
+                    .iter()
+                    .flat_map(|p| p.intent.keys.clone())
+                    .chain(dropped.iter().map(|(k, _)| *k))
+                    .collect();
+                self.release(&keys, &[]);
+                return Err(e.into());
+            }
+        }
+        crash_point("sched.after_intent");
+        let recorded: Vec<Intent> = prepared.iter().map(|p| p.intent.clone()).collect();
+        if let Err(e) = self.complete(prepared, dropped, false, report) {
+            // Whatever was appended, the intents say how to finish.
+            intents.extend(recorded);
+            return Err(e);
+        }
+        Ok(taken)
+    }
+
+    fn prepare(
+        &self,
+        partition: &Partition,
+        chunk: Vec<(DueKey, Entry)>,
+        now: i64,
+    ) -> Result<Prepared, SchedError> {
+        let id = {
+            let mut st = self.state.lock();
+            self.next_seq(&mut st)?
+        };
+        let (keys, entries): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+        Ok(Prepared {
+            intent: Intent {
+                id,
+                topic: partition.topic().to_owned(),
+                partition: partition.id(),
+                base_sequence: -1,
+                log_end_before: partition.log_end_offset(),
+                dispatch_ms: now,
+                keys,
+            },
+            entries,
+        })
+    }
+
+    /// Appends the prepared batches (unless `check_log` finds them already
+    /// in the log), then finishes their messages and the dropped ones in
+    /// one synced write, and releases their keys.
+    fn complete(
+        &self,
+        prepared: Vec<Prepared>,
+        mut dropped: Vec<(DueKey, Entry)>,
+        check_log: bool,
+        report: &mut TickReport,
+    ) -> Result<(), SchedError> {
+        let mut appended: Vec<Prepared> = Vec::with_capacity(prepared.len());
+        let mut waits = Vec::new();
+        for p in prepared {
+            let partition = match self
+                .store
+                .log()
+                .partition(&p.intent.topic, p.intent.partition)
+            {
+                Ok(part) => part,
+                Err(LogError::UnknownTopic(_) | LogError::UnknownPartition { .. }) => {
+                    dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
+                    self.forget_intent_later(&mut appended, p.intent.id);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if check_log && batch_in_log(&partition, &p)? {
+                report.already_in_log += 1;
+                tracing::info!(
+                    topic = %p.intent.topic,
+                    partition = p.intent.partition,
+                    messages = p.entries.len(),
+                    "dispatch found already in the log; not appending again"
+                );
+            } else {
+                let batch = build_batch(&p);
+                waits.push((partition.clone(), partition.write_batch(batch)?));
+            }
+            appended.push(p);
+        }
+        for (partition, pending) in &waits {
+            partition.wait_durable(pending)?;
+        }
+        crash_point("sched.after_append");
+        self.finish(appended, dropped, report)
+    }
+
+    /// An intent whose partition vanished still has to be deleted: keep an
+    /// empty placeholder so `finish` deletes it.
+    fn forget_intent_later(&self, appended: &mut Vec<Prepared>, id: u64) {
+        appended.push(Prepared {
+            intent: Intent {
+                id,
+                topic: String::new(),
+                partition: 0,
+                base_sequence: -1,
+                log_end_before: 0,
+                dispatch_ms: 0,
+                keys: Vec::new(),
+            },
+            entries: Vec::new(),
+        });
+    }
+
+    /// The write that records the dispatch: deletes the delivered and
+    /// dropped messages and their intents, re-inserts loop messages.
+    fn finish(
+        &self,
+        appended: Vec<Prepared>,
+        dropped: Vec<(DueKey, Entry)>,
+        report: &mut TickReport,
+    ) -> Result<(), SchedError> {
+        let meta = self.store.meta();
+        let (delays, ids, state_cf) = (
+            meta.cf(CF_DELAYS)?,
+            meta.cf(CF_DELAY_IDS)?,
+            meta.cf(CF_DELAY_STATE)?,
+        );
+        let topics = meta.cf(super::CF_DELAY_TOPICS)?;
+        let counts = meta.cf(super::CF_DELAY_COUNTS)?;
+        let now = self.now_ms();
+        let mut batch = WriteBatch::default();
+        let mut released = Vec::new();
+        let mut reinserted = Vec::new();
+        let mut delivered = 0u64;
+        let mut lateness = Vec::new();
+        for p in &appended {
+            batch.delete_cf(state_cf, StateKey::intent(p.intent.id));
+            for (key, entry) in p.intent.keys.iter().zip(&p.entries) {
+                self.remove_pending(&mut batch, *key, &entry.topic)?;
+                released.push(*key);
+                delivered += 1;
+                lateness.push((p.intent.dispatch_ms - key.due_ms as i64).max(0) as u64);
+                let next = entry
+                    .repeat
+                    .as_ref()
+                    .and_then(|spec| loops::next(spec, key.due_ms, entry.iteration));
+                match next {
+                    Some((due_ms, spec)) => {
+                        let seq = {
+                            let mut st = self.state.lock();
+                            self.next_seq(&mut st)?
+                        };
+                        let next_key = DueKey::new(due_ms, seq);
+                        let next_entry = Entry {
+                            iteration: entry.iteration + 1,
+                            repeat: Some(spec),
+                            ..entry.clone()
+                        };
+                        batch.put_cf(delays, next_key.encode(), next_entry.encode());
+                        batch.put_cf(topics, keys::topic_index_key(&entry.topic, next_key), []);
+                        batch.merge_cf(counts, entry.topic.as_bytes(), keys::count_delta(1));
+                        batch.put_cf(
+                            ids,
+                            keys::id_key(entry.delay_id),
+                            IdState::Pending(next_key).encode(),
+                        );
+                        reinserted.push(next_key);
+                    }
+                    None => batch.put_cf(
+                        ids,
+                        keys::id_key(entry.delay_id),
+                        IdState::Delivered { at_ms: now }.encode(),
+                    ),
+                }
+            }
+        }
+        for (key, entry) in &dropped {
+            tracing::warn!(
+                topic = %entry.topic,
+                partition = entry.partition,
+                delay_id = entry.delay_id,
+                "dropping a delayed message: its topic or partition no longer exists"
+            );
+            self.remove_pending(&mut batch, *key, &entry.topic)?;
+            batch.put_cf(
+                ids,
+                keys::id_key(entry.delay_id),
+                IdState::Dropped { at_ms: now }.encode(),
+            );
+            released.push(*key);
+        }
+        if let Err(e) = meta.db().write_opt(batch, meta.sync_write_options()) {
+            // The intents stay on disk and in the caller's list: the next
+            // tick retries, checking the log first.
+            return Err(e.into());
+        }
+        report.dispatched += delivered;
+        report.dropped += dropped.len() as u64;
+        self.stats
+            .dispatched
+            .fetch_add(delivered, Ordering::Relaxed);
+        self.stats
+            .dropped
+            .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        {
+            let mut h = self.stats.lateness_ms.lock();
+            let h = h.get_or_insert_with(|| {
+                hdrhistogram::Histogram::new(3).expect("3 significant figures is valid")
+            });
+            for l in lateness {
+                h.saturating_record(l);
+            }
+        }
+        self.release(&released, &reinserted);
+        Ok(())
+    }
+
+    /// Un-claims `keys` and admits `reinserted` loop keys to the wheel, then
+    /// wakes cancels waiting on any of them.
+    fn release(&self, keys: &[DueKey], reinserted: &[DueKey]) {
+        {
+            let mut st = self.state.lock();
+            for k in keys {
+                st.claimed.remove(k);
+            }
+        }
+        if !reinserted.is_empty() {
+            self.admit(reinserted.iter().copied());
+        }
+        self.released.notify_all();
+    }
+}
+
+/// The record batch for a prepared dispatch. Its first record's delay id
+/// and due time identify it in the log (see [`batch_in_log`]).
+fn build_batch(p: &Prepared) -> BytesMut {
+    let mut b = BatchBuilder::new(p.intent.dispatch_ms);
+    for (key, entry) in p.intent.keys.iter().zip(&p.entries) {
+        let r = &entry.record;
+        let delay_id = entry.delay_id.to_be_bytes();
+        let due_at = (key.due_ms as i64).to_be_bytes();
+        let iteration = entry.iteration.to_be_bytes();
+        let mut headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(&v[..])))
+            .collect();
+        headers.push((DELAY_ID_HEADER, Some(&delay_id)));
+        headers.push((DUE_AT_HEADER, Some(&due_at)));
+        if entry.repeat.is_some() {
+            headers.push((LOOP_ITERATION_HEADER, Some(&iteration)));
+        }
+        let timestamp = if r.timestamp >= 0 {
+            r.timestamp
+        } else {
+            p.intent.dispatch_ms
+        };
+        b.push(timestamp, r.key.as_deref(), Some(&r.value), &headers);
+    }
+    BytesMut::from(&b.finish()[..])
+}
+
+/// Whether the batch of `p` is in the partition at or after the log end
+/// its intent recorded.
+fn batch_in_log(partition: &Arc<Partition>, p: &Prepared) -> Result<bool, SchedError> {
+    let (Some(first_key), Some(first)) = (p.intent.keys.first(), p.entries.first()) else {
+        return Ok(false);
+    };
+    let want_id = first.delay_id.to_be_bytes();
+    let want_due = (first_key.due_ms as i64).to_be_bytes();
+    let mut offset = p.intent.log_end_before.max(partition.log_start_offset());
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 1 << 20)?;
+        let before = offset;
+        for chunk in &read.chunks {
+            for view in BatchIter::new(chunk) {
+                let view = view.map_err(|e| SchedError::corrupt(format!("log batch: {e}")))?;
+                if let Some(Ok(rec)) = view.records().next()
+                    && rec.header(DELAY_ID_HEADER) == Some(&want_id[..])
+                    && rec.header(DUE_AT_HEADER) == Some(&want_due[..])
+                {
+                    return Ok(true);
+                }
+                offset = view.header().next_offset();
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    Ok(false)
+}
+
+/// Test hook for the crash tests: with `SLUICE_CRASH_POINT` set to `name`,
+/// the process announces it on stdout and stops there, waiting for the test
+/// to SIGKILL it.
+fn crash_point(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("SLUICE_CRASH_POINT").ok());
+    if point.as_deref() == Some(name) {
+        println!("CRASH POINT {name}");
+        loop {
+            std::thread::park();
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! The scheduler: delayed, loop and retry delivery on RocksDB.
+//!
+//! A scheduled message waits in the `delays` column family of the metadata
+//! store under a [`DueKey`] (due time, then a global sequence), so an
+//! iterator returns messages in due order. A second family maps the delay
+//! id to that key (for cancel), a third indexes keys by topic and a fourth
+//! counts them (for listing).
+//!
+//! The map of the module:
+//!
+//! - [`keys`]: the byte layouts of the column families;
+//! - [`wheel`]: the in-memory timing wheel of the keys due in the next few
+//!   seconds;
+//! - [`loops`]: loop-message validation and the next occurrence;
+//! - [`retry`]: the retry ladder consumer groups schedule their retries with;
+//! - `dispatch`: moving due messages into their topics exactly once.
+//!
+//! How a message travels:
+//!
+//! 1. [`Scheduler::schedule`] writes it (one synced `WriteBatch` for a whole
+//!    request) and, if it is due within the stretch of time already loaded,
+//!    puts its key into the wheel.
+//! 2. The dispatcher ([`Scheduler::run`], or [`Scheduler::tick`] driven by
+//!    hand with a test clock) loads the keys of the next few seconds into
+//!    the wheel, drains the keys due *now* (never earlier), reads their
+//!    messages and groups them into one record batch per partition.
+//! 3. It records a dispatch *intent* (the batch's keys and the partition's
+//!    log end) with a synced write, appends the batch, then deletes the
+//!    messages — re-inserting the next occurrence of a loop message — and
+//!    the intent in one synced `WriteBatch`.
+//! 4. After a crash, each leftover intent is resolved before anything else:
+//!    the log is searched from the recorded log end for the batch; if it is
+//!    there it is not appended again, if it is not it is. Either way step 3
+//!    then completes. Nothing is lost and nothing is delivered twice.
+
+mod dispatch;
+pub mod keys;
+pub mod loops;
+pub mod retry;
+pub mod wheel;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use rocksdb::{IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch};
+use sluice_protocol::ops::{CancelOutcome, DelaySummary, DelayedRecord, LoopSpec};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::log::LogError;
+use crate::meta::MetaError;
+use crate::store::Store;
+
+pub use keys::DueKey;
+use keys::{Entry, IdState, Intent, StateKey};
+pub use retry::RetryLadder;
+use wheel::TimingWheel;
+
+/// Due key → scheduled message.
+pub const CF_DELAYS: &str = "delays";
+/// Delay id → where it waits, or how it finished.
+pub const CF_DELAY_IDS: &str = "delay_ids";
+/// Topic ++ due key → nothing: one topic's pending messages in due order.
+pub const CF_DELAY_TOPICS: &str = "delay_topics";
+/// Topic → pending count (merge operator adds deltas).
+pub const CF_DELAY_COUNTS: &str = "delay_counts";
+/// The scheduler's own state: sequence block, dispatch intents.
+pub const CF_DELAY_STATE: &str = "delay_state";
+
+/// How long a finished delay id is remembered, so cancelling it answers
+/// "already delivered" rather than "unknown".
+pub const FINISHED_ID_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Sequence numbers are reserved on disk in blocks of this many, so handing
+/// one out costs no write.
+const SEQ_BLOCK: u64 = 1 << 20;
+
+/// Sets the per-family options of the scheduler's column families (called by
+/// the metadata store when it opens them).
+pub(crate) fn tune_column_family(name: &str, opts: &mut Options) {
+    match name {
+        CF_DELAYS | CF_DELAY_TOPICS => {
+            // Dispatched messages leave tombstones at the front of the due
+            // order; compact files that fill up with them so scans stay fast.
+            opts.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5);
+        }
+        CF_DELAY_COUNTS => opts.set_merge_operator_associative("sluice.add_i64", add_counts),
+        CF_DELAY_IDS => opts.set_compaction_filter("sluice.finished_ids", |_, _, value: &[u8]| {
+            let now = crate::clock::SystemClock.now_ms();
+            match IdState::finished_at(value) {
+                Some(at) if now.saturating_sub(at) > FINISHED_ID_RETENTION_MS => {
+                    rocksdb::CompactionDecision::Remove
+                }
+                _ => rocksdb::CompactionDecision::Keep,
+            }
+        }),
+        _ => {}
+    }
+}
+
+fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut total = existing.map_or(0, keys::decode_count);
+    for op in operands {
+        total += keys::decode_count(op);
+    }
+    Some(keys::count_delta(total).to_vec())
+}
+
+/// Failures of the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    /// The request is not acceptable (horizon, loop parameters, size).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("scheduler store: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("scheduler store: corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl SchedError {
+    pub(crate) fn corrupt(reason: impl Into<String>) -> Self {
+        SchedError::Corrupt(reason.into())
+    }
+}
+
+/// Settings of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// How far ahead a message may be scheduled.
+    pub max_horizon_ms: u64,
+    /// Largest scheduled record (key, value and headers).
+    pub max_message_bytes: usize,
+    /// Milliseconds of time the wheel covers (one slot each).
+    pub wheel_span_ms: usize,
+    /// Most messages one dispatch round moves.
+    pub round_max_messages: usize,
+    /// Most keys read from disk into the wheel at a time.
+    pub load_batch: usize,
+    /// The loader stops filling the wheel at this many keys.
+    pub max_wheel_keys: usize,
+    /// Largest record batch the dispatcher appends.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            max_horizon_ms: 2 * 365 * 24 * 3600 * 1000,
+            max_message_bytes: 8 << 20,
+            wheel_span_ms: 4096,
+            round_max_messages: 8192,
+            load_batch: 65_536,
+            max_wheel_keys: 1 << 20,
+            max_batch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A message to deliver later, as the scheduler takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: u32,
+    /// When it is due (ms since the epoch); a time in the past is due now.
+    pub due_at_ms: i64,
+    pub repeat: Option<LoopSpec>,
+    pub record: DelayedRecord,
+}
+
+/// A scheduled message's id and due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    pub delay_id: u64,
+    pub due_at_ms: i64,
+}
+
+/// What one [`Scheduler::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Messages appended to their topics.
+    pub dispatched: u64,
+    /// Messages dropped because their topic or partition is gone.
+    pub dropped: u64,
+    /// Intents left by a crash (or a failed append) that were resolved.
+    pub intents_resolved: u64,
+    /// Of those, batches found already in the log (not appended again).
+    pub already_in_log: u64,
+    /// When the next message is due, if one is in the wheel.
+    pub next_due_ms: Option<u64>,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct SchedStats {
+    pub scheduled: AtomicU64,
+    pub dispatched: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Dispatch lateness (append time − due time), in ms.
+    pub lateness_ms: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+struct State {
+    wheel: TimingWheel,
+    /// Every pending key below this is in the wheel (or claimed).
+    loaded_until: DueKey,
+    /// A load in progress covers the keys below this.
+    loading_to: Option<DueKey>,
+    /// Keys of messages being dispatched (in an unresolved intent).
+    claimed: HashSet<DueKey>,
+    next_seq: u64,
+    seq_limit: u64,
+}
+
+/// The scheduler. Shared as `Arc<Scheduler>`; every method except
+/// [`run`](Self::run) blocks on disk and belongs on a blocking thread.
+pub struct Scheduler {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    options: SchedulerOptions,
+    state: Mutex<State>,
+    /// Signalled when claimed keys are released (cancel waits for it).
+    released: Condvar,
+    /// Held by the one dispatcher; holds intents still to resolve.
+    dispatch: Mutex<Vec<Intent>>,
+    /// Woken when a message due before `planned_wake_ms` is scheduled.
+    wake: Notify,
+    planned_wake_ms: AtomicI64,
+    stats: SchedStats,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Opens the scheduler on `store`'s metadata database. Cheap however
+    /// many messages are pending: it reads the sequence block and the
+    /// leftover intents; the wheel fills on the first tick.
+    pub fn open(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        options: SchedulerOptions,
+    ) -> Result<Scheduler, SchedError> {
+        let meta = store.meta().clone();
+        let db = meta.db();
+        let state_cf = meta.cf(CF_DELAY_STATE)?;
+        let seq_start = match db.get_pinned_cf(state_cf, StateKey::SEQ_LIMIT)? {
+            Some(v) => u64::from_be_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| SchedError::corrupt("seq_limit is not 8 bytes"))?,
+            ),
+            // 0 is never a delay id, so the protocol can use it for "none".
+            None => 1,
+        };
+        let mut intents = Vec::new();
+        let mut read = ReadOptions::default();
+        read.set_iterate_range(rocksdb::PrefixRange(StateKey::INTENT_PREFIX));
+        for item in db.iterator_cf_opt(state_cf, read, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = k[StateKey::INTENT_PREFIX.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| SchedError::corrupt("intent key is not 8 bytes of id"))?;
+            intents.push(Intent::decode(id, &v)?);
+        }
+        let claimed: HashSet<DueKey> = intents.iter().flat_map(|i| i.keys.clone()).collect();
+        if !intents.is_empty() {
+            tracing::info!(
+                intents = intents.len(),
+                messages = claimed.len(),
+                "scheduler found dispatches interrupted by a crash; resolving them first"
+            );
+        }
+        let now = clock.now_ms().max(0) as u64;
+        let scheduler = Scheduler {
+            state: Mutex::new(State {
+                wheel: TimingWheel::new(options.wheel_span_ms, now),
+                loaded_until: DueKey::start_of(0),
+                loading_to: None,
+                claimed,
+                next_seq: seq_start,
+                seq_limit: seq_start,
+            }),
+            store,
+            clock,
+            options,
+            released: Condvar::new(),
+            dispatch: Mutex::new(intents),
+            wake: Notify::new(),
+            planned_wake_ms: AtomicI64::new(i64::MAX),
+            stats: SchedStats::default(),
+        };
+        Ok(scheduler)
+    }
+
+    pub fn options(&self) -> &SchedulerOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> &SchedStats {
+        &self.stats
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Hands out the next sequence number, reserving a new block on disk
+    /// when the current one runs out.
+    fn next_seq(&self, st: &mut State) -> Result<u64, SchedError> {
+        if st.next_seq >= st.seq_limit {
+            let limit = st.next_seq + SEQ_BLOCK;
+            let meta = self.store.meta();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                meta.cf(CF_DELAY_STATE)?,
+                StateKey::SEQ_LIMIT,
+                limit.to_be_bytes(),
+            );
+            meta.db().write_opt(batch, meta.sync_write_options())?;
+            st.seq_limit = limit;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Checks one delivery against the scheduler's limits and the topics.
+    fn check(&self, d: &Delivery, now: i64) -> Result<(), SchedError> {
+        self.store.log().partition(&d.topic, d.partition)?;
+        let ahead = d.due_at_ms.saturating_sub(now);
+        if ahead > 0 && ahead as u64 > self.options.max_horizon_ms {
+            return Err(SchedError::Invalid(format!(
+                "due {ahead} ms from now, beyond the scheduler's horizon of {} ms \
+                 (scheduler.max_horizon_ms)",
+                self.options.max_horizon_ms
+            )));
+        }
+        let size = d.record.approx_size();
+        if size > self.options.max_message_bytes {
+            return Err(SchedError::Invalid(format!(
+                "message of about {size} bytes is over the limit of {} bytes",
+                self.options.max_message_bytes
+            )));
+        }
+        if let Some(spec) = &d.repeat {
+            loops::validate(spec, d.due_at_ms.max(now), now, self.options.max_horizon_ms)
+                .map_err(SchedError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Schedules messages: each is checked on its own, the accepted ones
+    /// are written in one synced batch, and the answers come back in order.
+    /// A due time in the past is moved to now (it is delivered at once).
+    pub fn schedule(&self, deliveries: Vec<Delivery>) -> Vec<Result<Scheduled, SchedError>> {
+        let now = self.now_ms();
+        let mut results: Vec<Result<Scheduled, SchedError>> = Vec::with_capacity(deliveries.len());
+        let mut accepted: Vec<(DueKey, Delivery)> = Vec::with_capacity(deliveries.len());
+        {
+            let mut st = self.state.lock();
+            for d in deliveries {
+                if let Err(e) = self.check(&d, now) {
+                    results.push(Err(e));
+                    continue;
+                }
+                match self.next_seq(&mut st) {
+                    Ok(seq) => {
+                        let key = DueKey::new(d.due_at_ms.max(now).max(0) as u64, seq);
+                        results.push(Ok(Scheduled {
+                            delay_id: seq,
+                            due_at_ms: key.due_ms as i64,
+                        }));
+                        accepted.push((key, d));
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.write_scheduled(&accepted) {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "could not store scheduled messages");
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(SchedError::Invalid(format!("storing failed: {reason}")));
+                }
+            }
+            return results;
+        }
+        self.stats
+            .scheduled
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        let earliest = self.admit(accepted.iter().map(|(k, _)| *k));
+        if earliest.is_some_and(|due| (due as i64) < self.planned_wake_ms.load(Ordering::Acquire)) {
+            self.wake.notify_one();
+        }
+        results
+    }
+
+    fn write_scheduled(&self, accepted: &[(DueKey, Delivery)]) -> Result<(), SchedError> {
+        let meta = self.store.meta();
+        let (delays, ids, topics, counts) = (
+            meta.cf(CF_DELAYS)?,
+            meta.cf(CF_DELAY_IDS)?,
+            meta.cf(CF_DELAY_TOPICS)?,
+            meta.cf(CF_DELAY_COUNTS)?,
+        );
+        let mut batch = WriteBatch::default();
+        for (key, d) in accepted {
+            let mut record = d.record.clone();
+            record.headers.retain(|(name, _)| !is_scheduler_header(name));
+            let entry = Entry {
+                delay_id: key.seq,
+                topic: d.topic.clone(),
+                partition: d.partition,
+                iteration: 1,
+                repeat: d.repeat,
+                record,
+            };
+            batch.put_cf(delays, key.encode(), entry.encode());
+            batch.put_cf(ids, keys::id_key(key.seq), IdState::Pending(*key).encode());
+            batch.put_cf(topics, keys::topic_index_key(&d.topic, *key), []);
+            batch.merge_cf(counts, d.topic.as_bytes(), keys::count_delta(1));
+        }
+        meta.db().write_opt(batch, meta.sync_write_options())?;
+        Ok(())
+    }
+
+    /// Puts newly written keys into the wheel when they fall in the stretch
+    /// already loaded (later ones the loader will find on disk). Returns the
+    /// earliest due time admitted.
+    fn admit(&self, keys: impl Iterator<Item = DueKey>) -> Option<u64> {
+        let mut st = self.state.lock();
+        let bound = st.loading_to.map_or(st.loaded_until, |l| l.max(st.loaded_until));
+        let mut earliest = None;
+        for key in keys {
+            if key < bound && st.wheel.insert(key) {
+                earliest = Some(earliest.map_or(key.due_ms, |e: u64| e.min(key.due_ms)));
+            }
+        }
+        earliest
+    }
+
+    /// Cancels a scheduled message. A loop message stops looping. If the
+    /// message is being dispatched right now, waits for that to finish and
+    /// answers for what is left.
+    pub fn cancel(&self, delay_id: u64) -> Result<(CancelOutcome, String), SchedError> {
+        let meta = self.store.meta();
+        let (delays, ids) = (meta.cf(CF_DELAYS)?, meta.cf(CF_DELAY_IDS)?);
+        let mut st = self.state.lock();
+        loop {
+            let state = match meta.db().get_pinned_cf(ids, keys::id_key(delay_id))? {
+                Some(v) => IdState::decode(&v)?,
+                None => {
+                    return Ok((
+                        CancelOutcome::Unknown,
+                        format!(
+                            "no delayed message {delay_id} (never scheduled, or finished more \
+                             than {} days ago)",
+                            FINISHED_ID_RETENTION_MS / 86_400_000
+                        ),
+                    ));
+                }
+            };
+            let key = match state {
+                IdState::Pending(key) => key,
+                IdState::Delivered { at_ms } => {
+                    return Ok((
+                        CancelOutcome::AlreadyDelivered,
+                        format!("delivered at {at_ms} ms"),
+                    ));
+                }
+                IdState::Cancelled { at_ms } => {
+                    return Ok((
+                        CancelOutcome::AlreadyCancelled,
+                        format!("cancelled at {at_ms} ms"),
+                    ));
+                }
+                IdState::Dropped { at_ms } => {
+                    return Ok((
+                        CancelOutcome::AlreadyCancelled,
+                        format!("dropped at {at_ms} ms: its topic or partition no longer exists"),
+                    ));
+                }
+            };
+            if st.claimed.contains(&key) {
+                // Being dispatched: wait for the outcome, then look again (a
+                // loop message will be pending at its next key).
+                self.released.wait(&mut st);
+                continue;
+            }
+            let Some(value) = meta.db().get_pinned_cf(delays, key.encode())? else {
+                return Err(SchedError::corrupt(format!(
+                    "delay {delay_id} points at a missing message"
+                )));
+            };
+            let entry = Entry::decode(&value)?;
+            let now = self.now_ms();
+            let mut batch = WriteBatch::default();
+            self.remove_pending(&mut batch, key, &entry.topic)?;
+            batch.put_cf(
+                ids,
+                keys::id_key(delay_id),
+                IdState::Cancelled { at_ms: now }.encode(),
+            );
+            // Written while holding the state lock, so no dispatch round can
+            // claim the key between our check and the delete.
+            meta.db().write_opt(batch, meta.sync_write_options())?;
+            drop(st);
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return Ok((
+                CancelOutcome::Cancelled,
+                format!(
+                    "cancelled; it was due at {} ms (delivery {})",
+                    key.due_ms, entry.iteration
+                ),
+            ));
+        }
+    }
+
+    /// Adds to `batch` the removal of a pending message at `key`.
+    fn remove_pending(
+        &self,
+        batch: &mut WriteBatch,
+        key: DueKey,
+        topic: &str,
+    ) -> Result<(), SchedError> {
+        let meta = self.store.meta();
+        batch.delete_cf(meta.cf(CF_DELAYS)?, key.encode());
+        batch.delete_cf(meta.cf(CF_DELAY_TOPICS)?, keys::topic_index_key(topic, key));
+        batch.merge_cf(
+            meta.cf(CF_DELAY_COUNTS)?,
+            topic.as_bytes(),
+            keys::count_delta(-1),
+        );
+        Ok(())
+    }
+
+    /// Pending messages per topic (all topics, or one), with the earliest
+    /// due time. Reads one counter and one key per topic.
+    pub fn list(&self, topic: Option<&str>) -> Result<Vec<DelaySummary>, SchedError> {
+        let meta = self.store.meta();
+        let db = meta.db();
+        let counts = meta.cf(CF_DELAY_COUNTS)?;
+        let mut pending: Vec<(String, i64)> = Vec::new();
+        match topic {
+            Some(t) => {
+                if let Some(v) = db.get_pinned_cf(counts, t.as_bytes())? {
+                    pending.push((t.to_owned(), keys::decode_count(&v)));
+                }
+            }
+            None => {
+                for item in db.iterator_cf(counts, IteratorMode::Start) {
+                    let (k, v) = item?;
+                    pending.push((
+                        String::from_utf8_lossy(&k).into_owned(),
+                        keys::decode_count(&v),
+                    ));
+                }
+            }
+        }
+        let index = meta.cf(CF_DELAY_TOPICS)?;
+        let mut out = Vec::new();
+        for (topic, count) in pending.into_iter().filter(|(_, c)| *c > 0) {
+            let prefix = keys::topic_prefix(&topic);
+            let mut read = ReadOptions::default();
+            read.set_iterate_range(rocksdb::PrefixRange(prefix.as_slice()));
+            let next_due_ms = match db.iterator_cf_opt(index, read, IteratorMode::Start).next() {
+                Some(item) => keys::due_key_of_topic_index(&item?.0)?.due_ms as i64,
+                None => -1,
+            };
+            out.push(DelaySummary {
+                topic,
+                pending: count as u64,
+                next_due_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Fills the wheel from disk: the keys from where the last load ended
+    /// up to the wheel's horizon, at most `load_batch` at a time, while the
+    /// wheel has room. Returns whether it loaded everything up to the
+    /// horizon.
+    fn load(&self) -> Result<bool, SchedError> {
+        loop {
+            let (from, to) = {
+                let mut st = self.state.lock();
+                let to = DueKey::start_of(st.wheel.horizon_ms());
+                if st.loaded_until >= to {
+                    return Ok(true);
+                }
+                if st.wheel.len() >= self.options.max_wheel_keys {
+                    return Ok(false);
+                }
+                st.loading_to = Some(to);
+                (st.loaded_until, to)
+            };
+            // Scanned without the lock: schedules admitted meanwhile below
+            // `to` go into the wheel themselves (duplicates are harmless:
+            // a drained key is dispatched once, see `dispatch`).
+            let meta = self.store.meta();
+            let mut read = ReadOptions::default();
+            read.set_iterate_lower_bound(from.encode().to_vec());
+            read.set_iterate_upper_bound(to.encode().to_vec());
+            let mut found = Vec::new();
+            let mut it = meta.db().raw_iterator_cf_opt(meta.cf(CF_DELAYS)?, read);
+            it.seek_to_first();
+            while let Some(k) = it.key() {
+                found.push(DueKey::decode(k)?);
+                if found.len() >= self.options.load_batch {
+                    break;
+                }
+                it.next();
+            }
+            it.status()?;
+            drop(it);
+            let complete = found.len() < self.options.load_batch;
+            let mut st = self.state.lock();
+            st.loaded_until = match (complete, found.last()) {
+                (false, Some(last)) => last.successor(),
+                _ => to,
+            };
+            st.loading_to = None;
+            for key in found {
+                if !st.claimed.contains(&key) {
+                    st.wheel.insert(key);
+                }
+            }
+            if !complete {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// One turn of the dispatcher: resolves leftover intents, loads the
+    /// wheel, then dispatches everything due by the clock's now. Tests call
+    /// it directly after moving a manual clock.
+    pub fn tick(&self) -> Result<TickReport, SchedError> {
+        let mut intents = self.dispatch.lock();
+        let mut report = TickReport::default();
+        self.resolve_leftovers(&mut intents, &mut report)?;
+        loop {
+            self.load()?;
+            let moved = self.dispatch_round(&mut intents, &mut report)?;
+            if moved == 0 {
+                break;
+            }
+        }
+        report.next_due_ms = self.state.lock().wheel.next_due_ms();
+        Ok(report)
+    }
+
+    /// Runs the dispatcher until `shutdown`: ticks, then sleeps until the
+    /// next due time, a newly scheduled earlier message, or at most a
+    /// second (the loader's cadence). Failures are logged and retried.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let this = self.clone();
+            let next = match tokio::task::spawn_blocking(move || this.tick()).await {
+                Ok(Ok(report)) => {
+                    failures = 0;
+                    report.next_due_ms.map(|d| d as i64)
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "scheduler dispatch failed; retrying");
+                    Some(self.now_ms() + 100 * i64::from(failures.min(50)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler dispatch task failed");
+                    Some(self.now_ms() + 1000)
+                }
+            };
+            let now = self.now_ms();
+            let wake = next.unwrap_or(i64::MAX).min(now + 1000);
+            self.planned_wake_ms.store(wake, Ordering::Release);
+            let sleep = Duration::from_millis((wake - now).max(0) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Headers the scheduler sets on delivery; a client's own copies are dropped.
+fn is_scheduler_header(name: &str) -> bool {
+    matches!(name, DELAY_ID_HEADER | LOOP_ITERATION_HEADER | DUE_AT_HEADER)
+}
+
+/// The delay id of a delivered message (u64 big-endian).
+pub const DELAY_ID_HEADER: &str = "sluice.delay-id";
+/// Which delivery of a loop message this is, from 1 (u32 big-endian).
+pub const LOOP_ITERATION_HEADER: &str = "sluice.loop-iteration";
+/// When the message was due (ms since the epoch, i64 big-endian).
+pub const DUE_AT_HEADER: &str = "sluice.due-at";
+
+#[cfg(test)]
+mod tests;
