@@ -19,13 +19,17 @@
 //! - [`conn`]: connections (TLS, handshake, reconnect) and pipelined request streams;
 //! - [`producer`]: batching, pipelining, retries, idempotence;
 //! - [`consumer`]: assign, seek, long-poll fetch, a `Stream` of messages;
+//! - [`delay`]: delayed and loop delivery ([`Client::schedule`],
+//!   [`Client::cancel_delay`], [`Client::list_delays`]);
 //! - [`message`]: the message model (key, value, tags, properties, id);
 //! - [`error`]: [`ClientError`], with which errors are worth a retry.
 
 pub mod conn;
 pub mod consumer;
+pub mod delay;
 pub mod error;
 pub mod message;
+mod partition;
 pub mod producer;
 
 use std::sync::Arc;
@@ -35,24 +39,34 @@ use sluice_protocol::ops::{
     ListTopicsRequest, OffsetQuery, OffsetResult, TopicDescription, TopicSummary,
 };
 
+use crate::partition::Partitioner;
+
 pub use conn::{ClientConfig, Connection};
 pub use consumer::{Consumer, ConsumerConfig, SeekTo};
+pub use delay::{
+    CancelOutcome, CancelResult, DelaySummary, DelayedMessage, Loop, LoopBackoff, LoopSpec,
+    Scheduled, When,
+};
 pub use error::{ClientError, Result};
 pub use message::{ConsumedMessage, Message, MessageId, Partitioning};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig};
 pub use sluice_protocol::ops::OffsetSpec;
 pub use sluice_protocol::{ErrorCode, WireError};
 
-/// A connection to a broker, with admin calls; makes producers and consumers.
+/// A connection to a broker, with admin calls; makes producers and consumers
+/// and schedules delayed messages (see [`delay`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     conn: Arc<Connection>,
+    /// For scheduled messages; each producer has its own.
+    partitioner: Arc<Partitioner>,
 }
 
 impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         Ok(Client {
             conn: Connection::connect(config).await?,
+            partitioner: Arc::default(),
         })
     }
 

@@ -173,8 +173,20 @@ pub struct ConsumedMessage {
     pub value: Bytes,
     pub tags: Vec<String>,
     pub properties: Vec<(String, Bytes)>,
-    /// `None` for records written by other clients without an id.
+    /// `None` for records written by other clients without an id. Every
+    /// delivery of a loop message carries the id of the scheduled message:
+    /// dedup those by `(id, loop_iteration)`.
     pub id: Option<MessageId>,
+    /// For a message the broker's scheduler delivered (see
+    /// [`Client::schedule`](crate::Client::schedule)): the delay id it was
+    /// scheduled under; `None` for a message produced directly.
+    pub delay_id: Option<u64>,
+    /// For each delivery of a loop message: which one it is, from 1.
+    pub loop_iteration: Option<u32>,
+    /// For a message the scheduler delivered: when it was due (ms since
+    /// the epoch); its lateness is `timestamp - due_at` for a message
+    /// stamped at delivery.
+    pub due_at: Option<i64>,
 }
 
 impl ConsumedMessage {
@@ -184,10 +196,18 @@ impl ConsumedMessage {
         let mut tags = Vec::new();
         let mut properties = Vec::new();
         let mut id = None;
+        let mut delay_id = None;
+        let mut loop_iteration = None;
+        let mut due_at = None;
         for (name, value) in r.headers().flatten() {
             let value = value.unwrap_or_default();
             match name {
                 headers::MESSAGE_ID => id = MessageId::from_slice(value),
+                headers::DELAY_ID => delay_id = value.try_into().ok().map(u64::from_be_bytes),
+                headers::DUE_AT => due_at = value.try_into().ok().map(i64::from_be_bytes),
+                headers::LOOP_ITERATION => {
+                    loop_iteration = value.try_into().ok().map(u32::from_be_bytes)
+                }
                 headers::TAG => tags.push(String::from_utf8_lossy(value).into_owned()),
                 n if headers::is_reserved(n) => {}
                 n => properties.push((n.to_owned(), Bytes::copy_from_slice(value))),
@@ -203,6 +223,9 @@ impl ConsumedMessage {
             tags,
             properties,
             id,
+            delay_id,
+            loop_iteration,
+            due_at,
         }
     }
 }
@@ -220,6 +243,47 @@ mod tests {
         let s = a.to_string();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "7");
+    }
+
+    fn consumed(headers: &[(&str, Option<&[u8]>)]) -> ConsumedMessage {
+        let mut b = sluice_protocol::batch::BatchBuilder::new(0);
+        b.push(5, Some(b"k"), Some(b"v"), headers);
+        let buf = b.finish();
+        let batch = sluice_protocol::batch::BatchView::parse(&buf).unwrap();
+        let record = batch.records().next().unwrap().unwrap();
+        ConsumedMessage::from_record("t", 1, &buf, &record)
+    }
+
+    #[test]
+    fn scheduler_headers_are_kept_apart_from_properties() {
+        let id = MessageId::new();
+        let m = consumed(&[
+            (headers::MESSAGE_ID, Some(&id.0[..])),
+            (
+                headers::DELAY_ID,
+                Some(&0x0102_0304_0506_0708u64.to_be_bytes()[..]),
+            ),
+            (headers::LOOP_ITERATION, Some(&3u32.to_be_bytes()[..])),
+            ("trace", Some(b"abc")),
+        ]);
+        assert_eq!(m.id, Some(id));
+        assert_eq!(m.delay_id, Some(0x0102_0304_0506_0708));
+        assert_eq!(m.loop_iteration, Some(3));
+        assert_eq!(m.properties, [("trace".into(), Bytes::from_static(b"abc"))]);
+        assert_eq!(
+            (m.key.as_deref(), &m.value[..]),
+            (Some(&b"k"[..]), &b"v"[..])
+        );
+
+        let plain = consumed(&[("trace", Some(b"abc"))]);
+        assert_eq!((plain.delay_id, plain.loop_iteration), (None, None));
+        // Values of the wrong width are not guessed at.
+        let odd = consumed(&[
+            (headers::DELAY_ID, Some(&[1, 2, 3][..])),
+            (headers::LOOP_ITERATION, None),
+        ]);
+        assert_eq!((odd.delay_id, odd.loop_iteration), (None, None));
+        assert!(odd.properties.is_empty());
     }
 
     #[test]

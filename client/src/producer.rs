@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,16 +26,15 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use parking_lot::Mutex;
 use sluice_protocol::batch::{BatchBuilder, set_producer_sequence};
-use sluice_protocol::ops::{
-    Acks, DescribeTopicRequest, Op, Payload, ProduceEntry, ProduceRequest, ProduceResult,
-};
+use sluice_protocol::ops::{Acks, Op, Payload, ProduceEntry, ProduceRequest, ProduceResult};
 use sluice_protocol::{ErrorCode, WireError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::conn::{Connection, RequestStream};
 use crate::error::{ClientError, Result};
-use crate::message::{Message, MessageId, Partitioning};
+use crate::message::{Message, MessageId};
+use crate::partition::Partitioner;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -143,8 +142,7 @@ struct Inner {
     epoch: i16,
     max_message_bytes: usize,
     lanes: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<LaneMsg>>>,
-    partition_counts: Mutex<HashMap<String, u32>>,
-    round_robin: AtomicU32,
+    partitioner: Partitioner,
     buffer: Arc<Semaphore>,
     stream: tokio::sync::Mutex<Option<Arc<RequestStream>>>,
     /// One-way sends went out since the last flush.
@@ -172,8 +170,7 @@ impl Producer {
                 epoch,
                 max_message_bytes,
                 lanes: Mutex::default(),
-                partition_counts: Mutex::default(),
-                round_robin: AtomicU32::new(rand::random()),
+                partitioner: Partitioner::default(),
                 stream: tokio::sync::Mutex::new(None),
                 oneway_sent: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -369,33 +366,8 @@ impl Producer {
 }
 
 impl Inner {
-    async fn partition_count(&self, topic: &str) -> Result<u32> {
-        if let Some(n) = self.partition_counts.lock().get(topic) {
-            return Ok(*n);
-        }
-        let desc = self
-            .conn
-            .request(&DescribeTopicRequest {
-                name: topic.to_owned(),
-            })
-            .await?;
-        let n = desc.partitions.len() as u32;
-        self.partition_counts.lock().insert(topic.to_owned(), n);
-        Ok(n)
-    }
-
     async fn partition_for(&self, msg: &Message) -> Result<u32> {
-        let choice = match (msg.partitioning, &msg.key) {
-            (Partitioning::Explicit(p), _) => return Ok(p),
-            (Partitioning::Auto, Some(_)) | (Partitioning::ByKey, _) => Partitioning::ByKey,
-            _ => Partitioning::RoundRobin,
-        };
-        let n = self.partition_count(&msg.topic).await?.max(1);
-        Ok(match (choice, &msg.key) {
-            (Partitioning::ByKey, Some(key)) => crc32c::crc32c(key) % n,
-            (Partitioning::ByKey, None) => 0,
-            _ => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
-        })
+        self.partitioner.partition_for(&self.conn, msg).await
     }
 
     fn lane(self: &Arc<Self>, topic: &str, partition: u32) -> mpsc::UnboundedSender<LaneMsg> {

@@ -8,6 +8,16 @@
 pub const MESSAGE_ID: &str = "sluice.id";
 /// One tag per header (UTF-8); a message may carry several.
 pub const TAG: &str = "sluice.tag";
+/// On a message delivered by the scheduler: the delay id it was scheduled
+/// under (a `u64`, 8 bytes big-endian), the id `CancelDelays` takes.
+pub const DELAY_ID: &str = "sluice.delay-id";
+/// On each delivery of a loop message: which delivery it is (a `u32`,
+/// 4 bytes big-endian, 1 for the first).
+pub const LOOP_ITERATION: &str = "sluice.loop-iteration";
+/// On a message delivered by the scheduler: when it was due (ms since the
+/// epoch, an `i64`, 8 bytes big-endian). Never later than the record's
+/// timestamp when the timestamp is the delivery time.
+pub const DUE_AT: &str = "sluice.due-at";
 /// Prefix of every reserved header name.
 pub const RESERVED_PREFIX: &str = "sluice.";
 

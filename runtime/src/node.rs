@@ -28,9 +28,22 @@ use crate::store::{Store, StoreError};
 /// the benchmarks and the crash tests, which need the broker in its own
 /// process.
 pub fn spawn_dev_process(exe: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
+    let (child, addr, _lines) = spawn_dev_process_with_env(exe, data, &[])?;
+    Ok((child, addr))
+}
+
+/// Like [`spawn_dev_process`] with extra environment variables, also
+/// returning the lines the broker prints after it is ready (the crash tests
+/// wait for `SLUICE_CRASH_POINT` announcements there).
+pub fn spawn_dev_process_with_env(
+    exe: &Path,
+    data: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Child, String, std::sync::mpsc::Receiver<String>)> {
     let mut child = Command::new(exe)
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -45,8 +58,14 @@ pub fn spawn_dev_process(exe: &Path, data: &Path) -> anyhow::Result<(Child, Stri
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok((child, addr));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    // Keep draining even when nobody listens any more.
+                    let _ = tx.send(line);
+                }
+            });
+            return Ok((child, addr, rx));
         }
     }
     let _ = child.kill();

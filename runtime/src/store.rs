@@ -93,8 +93,10 @@ impl Store {
         Ok(self.log.delete_topic(name)?)
     }
 
-    /// Syncs and checkpoints the log.
+    /// Syncs and checkpoints the log and flushes the metadata store's
+    /// memtables, so the next open replays neither.
     pub fn close(&self) -> Result<(), StoreError> {
-        Ok(self.log.close()?)
+        self.log.close()?;
+        Ok(self.meta.flush()?)
     }
 }

@@ -2,84 +2,12 @@
 //! `consume`) run as a user would run them, against a real broker started
 //! in process on its own runtime.
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 
-use sluice_runtime::clock::SystemClock;
-use sluice_runtime::config::BrokerConfig;
-use sluice_runtime::node::Node;
-
-/// A broker whose data dir is `<dir>/sluice-data`, so that commands run in
-/// `<dir>` find its certificate at the default `./sluice-data/tls/cert.pem`.
-struct Broker {
-    rt: tokio::runtime::Runtime,
-    node: Option<Node>,
-    addr: String,
-    cert: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("sluice-data"),
-            ..BrokerConfig::default()
-        };
-        config.auth.allow_anonymous = true;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let node = rt
-            .block_on(Node::start(&config, Arc::new(SystemClock)))
-            .unwrap();
-        Broker {
-            addr: node.addr().to_string(),
-            cert: node.cert_path().to_path_buf(),
-            node: Some(node),
-            rt,
-            dir,
-        }
-    }
-
-    /// `sluice <args>` run in the broker's directory, reaching it through
-    /// SLUICE_BROKER and the default CA path.
-    fn sluice(&self, args: &[&str]) -> Command {
-        let mut cmd = sluice(args);
-        cmd.current_dir(self.dir.path())
-            .env("SLUICE_BROKER", &self.addr);
-        cmd
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            self.rt.block_on(node.shutdown()).unwrap();
-        }
-    }
-}
-
-/// The binary with a clean environment (no SLUICE_* from the caller).
-fn sluice(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLUICE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args).stdin(Stdio::null());
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap()
-}
+use common::{Broker, describe, fails, ok, run, sluice};
 
 fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
     let mut child = cmd
@@ -95,28 +23,6 @@ fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Stdout of a command that must succeed.
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", describe(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Stderr of a command that must fail with exit code 1 and print nothing.
-fn fails(out: Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(out.stdout.is_empty(), "{}", describe(&out));
-    String::from_utf8(out.stderr).unwrap()
 }
 
 fn lines(s: &str) -> Vec<&str> {

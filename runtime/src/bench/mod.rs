@@ -12,12 +12,15 @@
 //!   durability policy, group commit, reads, recovery time.
 //! - [`quic`]: `sluice bench producer|consumer|e2e`, the broker over QUIC as
 //!   clients see it — msgs/s, MB/s and latency percentiles.
+//! - [`sched`]: `sluice bench sched`, the scheduler — schedule rate,
+//!   lateness with a million pending, a burst due in one second, restart.
 //!
 //! Tables go to stdout, progress bars to stderr, and `--json` writes every
 //! figure for scripts. MB means 10^6 bytes, as `dd` reports it.
 
 pub mod log;
 pub mod quic;
+pub mod sched;
 
 use std::fmt;
 use std::fs;
@@ -46,6 +49,9 @@ pub enum BenchCommand {
     Consumer(quic::QuicBenchArgs),
     /// Produce and consume at once: send-to-receive latency.
     E2e(quic::QuicBenchArgs),
+    /// The scheduler: schedule rate, lateness with a backlog, a burst due
+    /// in one second, restart with a backlog.
+    Sched(sched::SchedBenchArgs),
 }
 
 /// Runs the chosen benchmark program.
@@ -55,6 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Producer(args) => quic::run(quic::Scenario::Producer, args),
         BenchCommand::Consumer(args) => quic::run(quic::Scenario::Consumer, args),
         BenchCommand::E2e(args) => quic::run(quic::Scenario::E2e, args),
+        BenchCommand::Sched(args) => sched::run(args),
     }
 }
 

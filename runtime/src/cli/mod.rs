@@ -28,6 +28,10 @@ pub enum Command {
     // `produce` and `consume` take their help from their argument structs.
     Produce(client::produce::ProduceArgs),
     Consume(client::consume::ConsumeArgs),
+    /// Schedule messages for later (once or in a loop), cancel them, list
+    /// what is pending.
+    #[command(subcommand)]
+    Delay(client::delay::DelayCommand),
     /// Run a benchmark program and print its figures.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -42,6 +46,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Topic(cmd) => client::exit_on_error(client::topic::run(cmd)),
         Command::Produce(args) => client::exit_on_error(client::produce::run(args)),
         Command::Consume(args) => client::exit_on_error(client::consume::run(args)),
+        Command::Delay(cmd) => client::exit_on_error(client::delay::run(cmd)),
         Command::Bench(args) => crate::bench::run(*args),
     }
 }

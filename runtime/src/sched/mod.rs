@@ -604,6 +604,7 @@ impl Scheduler {
         loop {
             let (from, to) = {
                 let mut st = self.state.lock();
+                st.wheel.skip_idle(self.now_ms().max(0) as u64);
                 let to = DueKey::start_of(st.wheel.horizon_ms());
                 if st.loaded_until >= to {
                     return Ok(true);
@@ -709,12 +710,9 @@ fn is_scheduler_header(name: &str) -> bool {
     matches!(name, DELAY_ID_HEADER | LOOP_ITERATION_HEADER | DUE_AT_HEADER)
 }
 
-/// The delay id of a delivered message (u64 big-endian).
-pub const DELAY_ID_HEADER: &str = "sluice.delay-id";
-/// Which delivery of a loop message this is, from 1 (u32 big-endian).
-pub const LOOP_ITERATION_HEADER: &str = "sluice.loop-iteration";
-/// When the message was due (ms since the epoch, i64 big-endian).
-pub const DUE_AT_HEADER: &str = "sluice.due-at";
+pub use sluice_protocol::headers::{
+    DELAY_ID as DELAY_ID_HEADER, DUE_AT as DUE_AT_HEADER, LOOP_ITERATION as LOOP_ITERATION_HEADER,
+};
 
 #[cfg(test)]
 mod tests;

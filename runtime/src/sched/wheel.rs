@@ -62,6 +62,7 @@ impl TimingWheel {
     /// key order within each millisecond. A slot only partly taken keeps
     /// the rest (its smallest keys are taken first) and the cursor stays.
     pub fn drain_due(&mut self, now_ms: u64, max: usize, out: &mut Vec<DueKey>) {
+        self.skip_idle(now_ms);
         while self.cursor_ms <= now_ms && out.len() < max {
             let slot = self.slot(self.cursor_ms);
             let keys = &mut self.slots[slot];
@@ -77,6 +78,14 @@ impl TimingWheel {
                 out.extend(keys.drain(rest..).rev());
                 self.len -= room;
             }
+        }
+    }
+
+    /// An empty wheel jumps straight to `now_ms` (instead of stepping
+    /// through every idle millisecond), so its horizon moves with the clock.
+    pub fn skip_idle(&mut self, now_ms: u64) {
+        if self.len == 0 && self.cursor_ms < now_ms {
+            self.cursor_ms = now_ms;
         }
     }
 

@@ -435,6 +435,9 @@ mod tests {
             tags: vec!["eu".into(), "vip".into()],
             properties: vec![("trace".into(), Bytes::from_static(b"abc"))],
             id: Some(MessageId([0x11; 16])),
+            delay_id: None,
+            loop_iteration: None,
+            due_at: None,
         }
     }
 

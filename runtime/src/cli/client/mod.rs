@@ -1,10 +1,12 @@
-//! The client-side commands: `sluice topic`, `sluice produce`, `sluice consume`.
+//! The client-side commands: `sluice topic`, `sluice produce`, `sluice
+//! consume`, `sluice delay`.
 //!
 //! Each connects to a broker with [`ConnectArgs`] (flags or `SLUICE_*`
 //! environment variables), runs on a tokio runtime of its own and reports
 //! failures as one `error: ...` line on stderr with a non-zero exit.
 
 pub mod consume;
+pub mod delay;
 pub mod produce;
 pub mod topic;
 

@@ -34,20 +34,8 @@ pub struct ProduceArgs {
     pub topic: String,
     /// Message values; read one per stdin line when none are given.
     pub values: Vec<String>,
-    /// Key of every message (messages with a key go to the partition of its
-    /// hash unless --partition is given).
-    #[arg(long, short = 'k')]
-    pub key: Option<String>,
-    /// A tag on every message (repeatable).
-    #[arg(long = "tag", short = 't', value_name = "TAG")]
-    pub tags: Vec<String>,
-    /// A property on every message (repeatable); names starting with
-    /// `sluice.` are reserved.
-    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
-    pub headers: Vec<String>,
-    /// Send to this partition [default: by key hash, round robin without a key]
-    #[arg(long, short = 'p', value_name = "N")]
-    pub partition: Option<u32>,
+    #[command(flatten)]
+    pub message: MessageArgs,
     /// Fire and forget: no acknowledgement, no retry, no offsets; a message
     /// can be lost without an error.
     #[arg(long)]
@@ -60,20 +48,36 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     block_on(produce(args))
 }
 
-/// What every message gets besides its value.
-#[derive(Debug)]
-struct Template {
-    topic: String,
-    key: Option<Bytes>,
-    tags: Vec<String>,
-    properties: Vec<(String, Bytes)>,
-    partitioning: Partitioning,
+/// What a message carries besides its topic and value; shared by
+/// `sluice produce` and `sluice delay send`.
+#[derive(Debug, Args)]
+pub struct MessageArgs {
+    /// Key of every message (messages with a key go to the partition of its
+    /// hash unless --partition is given).
+    #[arg(long, short = 'k')]
+    pub key: Option<String>,
+    /// A tag on every message (repeatable).
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// A property on every message (repeatable); names starting with
+    /// `sluice.` are reserved.
+    #[arg(
+        long = "header",
+        short = 'H',
+        visible_alias = "property",
+        value_name = "NAME=VALUE"
+    )]
+    pub headers: Vec<String>,
+    /// Send to this partition [default: by key hash, round robin without a key]
+    #[arg(long, short = 'p', value_name = "N")]
+    pub partition: Option<u32>,
 }
 
-impl Template {
-    fn from_args(args: &ProduceArgs) -> anyhow::Result<Template> {
+impl MessageArgs {
+    /// The template of messages to `topic` these flags describe.
+    pub(crate) fn template(&self, topic: &str) -> anyhow::Result<Template> {
         let mut properties = Vec::new();
-        for h in &args.headers {
+        for h in &self.headers {
             let (name, value) = parse_pair(h, "--header")?;
             if headers::is_reserved(&name) {
                 bail!("--header {name}: names starting with `sluice.` are reserved for Sluice");
@@ -81,17 +85,29 @@ impl Template {
             properties.push((name, Bytes::from(value)));
         }
         Ok(Template {
-            topic: args.topic.clone(),
-            key: args.key.clone().map(Bytes::from),
-            tags: args.tags.clone(),
+            topic: topic.to_owned(),
+            key: self.key.clone().map(Bytes::from),
+            tags: self.tags.clone(),
             properties,
-            partitioning: args
+            partitioning: self
                 .partition
                 .map_or(Partitioning::Auto, Partitioning::Explicit),
         })
     }
+}
 
-    fn message(&self, value: Bytes) -> Message {
+/// What every message gets besides its value.
+#[derive(Debug)]
+pub(crate) struct Template {
+    pub(crate) topic: String,
+    key: Option<Bytes>,
+    tags: Vec<String>,
+    properties: Vec<(String, Bytes)>,
+    partitioning: Partitioning,
+}
+
+impl Template {
+    pub(crate) fn message(&self, value: Bytes) -> Message {
         let mut m = Message::new(self.topic.clone(), value).partition(self.partitioning);
         m.key = self.key.clone();
         m.tags = self.tags.clone();
@@ -200,7 +216,7 @@ fn progress_bar(enabled: bool) -> ProgressBar {
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let template = Template::from_args(&args)?;
+    let template = args.message.template(&args.topic)?;
     let from_stdin = args.values.is_empty();
     let mut input = if from_stdin {
         Input::stdin()

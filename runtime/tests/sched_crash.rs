@@ -1,0 +1,136 @@
+//! The broker as a child process, SIGKILLed in the middle of dispatching
+//! delayed messages — after recording the dispatch and before appending,
+//! and after appending and before deleting — then restarted: every
+//! scheduled message is in its topic exactly once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_client::{Client, ClientConfig, ConsumerConfig, SeekTo};
+use sluice_protocol::ops::{
+    DelayedRecord, ListDelaysRequest, ScheduleEntry, ScheduleRequest, When,
+};
+
+fn config(addr: &str, data: &Path) -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..ClientConfig::new(addr)
+            .ca_cert(data.join("tls/cert.pem"))
+            .client_id("sched-crash-test")
+    }
+}
+
+const MESSAGES: u64 = 600;
+
+async fn crash_and_recover(point: &str) {
+    let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut broker, addr, lines) = sluice_runtime::node::spawn_dev_process_with_env(
+        exe,
+        &data,
+        &[("SLUICE_CRASH_POINT", point)],
+    )
+    .unwrap();
+    let client = Client::connect(config(&addr, &data)).await.unwrap();
+    client.create_topic("t", 2, &[]).await.unwrap();
+    // Due in 300 ms, spread over 50 ms, on both partitions: the first
+    // dispatch round takes some of them and stops at the crash point.
+    let entries = (0..MESSAGES)
+        .map(|i| ScheduleEntry {
+            topic: "t".into(),
+            partition: (i % 2) as u32,
+            when: When::After(300 + i % 50),
+            repeat: None,
+            record: DelayedRecord {
+                key: None,
+                value: Bytes::from(format!("m{i}")),
+                headers: vec![],
+                timestamp: -1,
+            },
+        })
+        .collect();
+    let response = client
+        .connection()
+        .request(&ScheduleRequest { entries })
+        .await
+        .unwrap();
+    let ids: Vec<u64> = response
+        .results
+        .iter()
+        .map(|r| {
+            assert_eq!(r.error, sluice_protocol::ErrorCode::None, "{}", r.message);
+            r.delay_id
+        })
+        .collect();
+
+    // Wait for the broker to reach the crash point, then SIGKILL it there.
+    let announced = tokio::task::spawn_blocking(move || {
+        lines
+            .iter()
+            .find(|l| l.starts_with("CRASH POINT"))
+            .is_some()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), announced)
+            .await
+            .expect("the broker never reached the crash point")
+            .unwrap()
+    );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    client.close().await;
+
+    // Restart without the crash point; wait until nothing is pending.
+    let (mut broker, addr) = sluice_runtime::node::spawn_dev_process(exe, &data).unwrap();
+    let client = Client::connect(config(&addr, &data)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = client
+            .connection()
+            .request(&ListDelaysRequest::default())
+            .await
+            .unwrap();
+        if pending.topics.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut consumer = client.consumer(ConsumerConfig {
+        max_wait: Duration::from_millis(200),
+        ..ConsumerConfig::default()
+    });
+    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    loop {
+        let batch = consumer.poll().await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            let id = m.delay_id.expect("delivered messages carry their delay id");
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    let lost: Vec<_> = ids.iter().filter(|id| !seen.contains_key(id)).collect();
+    assert!(lost.is_empty(), "{point}: {} lost: {lost:?}", lost.len());
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{point}: delivered twice: {twice:?}");
+    assert_eq!(seen.len() as u64, MESSAGES);
+    client.close().await;
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_recording_a_dispatch_loses_and_repeats_nothing() {
+    crash_and_recover("sched.after_intent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_appending_before_deleting_loses_and_repeats_nothing() {
+    crash_and_recover("sched.after_append").await;
+}
