@@ -607,6 +607,12 @@ partitions = 1
 # When an append is acknowledged: "sync", "none" or "interval:<ms>".
 # --default-durability / SLUICE_DEFAULT_DURABILITY
 durability = "sync"
+
+# Delayed and loop messages.
+[scheduler]
+# How far ahead a message may be scheduled, in milliseconds (two years);
+# later due times are refused with INVALID_ARGUMENT.
+max_horizon_ms = 63_072_000_000
 "#;
 
 #[cfg(test)]
@@ -1100,7 +1106,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(keys, 14);
+        assert_eq!(keys, 15);
     }
 
     #[test]

@@ -298,6 +298,33 @@ fn out_of_range_requests_are_invalid_arguments() {
 }
 
 #[test]
+fn a_message_too_large_for_its_topic_is_refused_and_blocks_nothing() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client
+            .create_topic("small", 1, &[("max_batch_bytes", "1024")])
+            .await
+            .unwrap();
+        client.create_topic("other", 1, &[]).await.unwrap();
+        let big = Message::new("small", vec![b'x'; 4096]);
+        let err = client
+            .schedule(DelayedMessage::after(big, Duration::ZERO))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+        client
+            .schedule(DelayedMessage::after(
+                Message::new("other", "fine"),
+                Duration::from_millis(50),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(receive(client, "other", 1).await.len(), 1);
+        assert_eq!(pending(client, "small").await, 0);
+    });
+}
+
+#[test]
 fn a_loop_is_delivered_the_given_number_of_times() {
     with_topics(&[("ticks", 1)], async |client| {
         let msg = Message::new("ticks", "tick");

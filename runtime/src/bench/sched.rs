@@ -282,7 +282,7 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
 
     // 3. A burst due in the same second.
     eprintln!("burst: {} messages due in the same second…", args.burst);
-    let lead_ms = (args.burst as f64 / f.schedules_per_sec.max(1.0) * 1500.0) as i64 + 3000;
+    let lead_ms = (args.burst as f64 / f.schedules_per_sec.max(1.0) * 3000.0) as i64 + 5000;
     let second = (now_ms() + lead_ms) / 1000 * 1000;
     let dispatched_before = node.broker().scheduler().stats().dispatched.load(std::sync::atomic::Ordering::Relaxed);
     schedule_all(&node, args, args.burst, move |i| second + (i % 1000) as i64).await?;

@@ -13,6 +13,8 @@ use crate::sched::{Delivery, SchedError};
 pub fn sched_error(e: SchedError) -> WireError {
     match e {
         SchedError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
+        SchedError::TooLarge(m) => WireError::new(ErrorCode::MessageTooLarge, m),
+        SchedError::Unavailable(m) => WireError::new(ErrorCode::StorageError, m),
         SchedError::Log(e) => log_error(e),
         SchedError::Meta(e) => meta_error(e),
         e @ (SchedError::Rocks(_) | SchedError::Corrupt(_)) => {

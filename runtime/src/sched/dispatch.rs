@@ -32,8 +32,8 @@ use crate::log::{LogError, Partition};
 
 /// Per-record bytes a batch adds beyond the record's own (varints, the
 /// scheduler's headers), rounded up.
-const RECORD_OVERHEAD: usize = 96;
-const BATCH_OVERHEAD: usize = 61;
+pub(super) const RECORD_OVERHEAD: usize = 160;
+pub(super) const BATCH_OVERHEAD: usize = 61;
 
 /// An intent with the messages it covers, in batch order.
 struct Prepared {
@@ -266,7 +266,26 @@ impl Scheduler {
                 );
             } else {
                 let batch = build_batch(&p);
-                waits.push((partition.clone(), partition.write_batch(batch)?));
+                match partition.write_batch(batch) {
+                    Ok(pending) => waits.push((partition.clone(), pending)),
+                    // Checked at schedule time, so only a topic whose limit
+                    // shrank since gets here: a message that can never be
+                    // appended must not stop every other delivery.
+                    Err(e @ (LogError::BatchTooLarge { .. } | LogError::InvalidBatch(_)))
+                        if p.entries.len() == 1 =>
+                    {
+                        tracing::error!(
+                            topic = %p.intent.topic,
+                            delay_id = p.entries[0].delay_id,
+                            error = %e,
+                            "dropping a delayed message its topic refuses"
+                        );
+                        dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
+                        self.forget_intent_later(&mut appended, p.intent.id);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             appended.push(p);
         }

@@ -113,9 +113,15 @@ fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) ->
 /// Failures of the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    /// The request is not acceptable (horizon, loop parameters, size).
+    /// The request is not acceptable (horizon, loop parameters).
     #[error("{0}")]
     Invalid(String),
+    /// The message is over a size limit (the broker's or its topic's).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storing failed; the same request may succeed later.
+    #[error("scheduler store unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -342,7 +348,7 @@ impl Scheduler {
 
     /// Checks one delivery against the scheduler's limits and the topics.
     fn check(&self, d: &Delivery, now: i64) -> Result<(), SchedError> {
-        self.store.log().partition(&d.topic, d.partition)?;
+        let partition = self.store.log().partition(&d.topic, d.partition)?;
         let ahead = d.due_at_ms.saturating_sub(now);
         if ahead > 0 && ahead as u64 > self.options.max_horizon_ms {
             return Err(SchedError::Invalid(format!(
@@ -351,11 +357,16 @@ impl Scheduler {
                 self.options.max_horizon_ms
             )));
         }
-        let size = d.record.approx_size();
-        if size > self.options.max_message_bytes {
-            return Err(SchedError::Invalid(format!(
-                "message of about {size} bytes is over the limit of {} bytes",
-                self.options.max_message_bytes
+        // It must fit in a batch of its own when it is dispatched.
+        let size = d.record.approx_size() + dispatch::RECORD_OVERHEAD + dispatch::BATCH_OVERHEAD;
+        let limit = self
+            .options
+            .max_message_bytes
+            .min(partition.config().max_batch_bytes as usize);
+        if size > limit {
+            return Err(SchedError::TooLarge(format!(
+                "message of about {size} bytes is over the limit of {limit} bytes \
+                 (the broker's max_message_bytes or the topic's max_batch_bytes)"
             )));
         }
         if let Some(spec) = &d.repeat {
@@ -400,7 +411,7 @@ impl Scheduler {
             tracing::error!(error = %reason, "could not store scheduled messages");
             for r in results.iter_mut() {
                 if r.is_ok() {
-                    *r = Err(SchedError::Invalid(format!("storing failed: {reason}")));
+                    *r = Err(SchedError::Unavailable(reason.clone()));
                 }
             }
             return results;
