@@ -99,13 +99,22 @@ impl Node {
         };
         let broker_clock = clock.clone();
         let (store, scheduler) = tokio::task::spawn_blocking(move || {
-            let store = Arc::new(Store::open(&data_dir, LogOptions::default(), clock.clone())?);
+            let store = Arc::new(Store::open(
+                &data_dir,
+                LogOptions::default(),
+                clock.clone(),
+            )?);
             let scheduler = Scheduler::open(store.clone(), clock, sched_options)?;
             anyhow::Ok((store, Arc::new(scheduler)))
         })
         .await?
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-        let broker = Arc::new(Broker::new(store, scheduler.clone(), broker_clock, settings));
+        let broker = Arc::new(Broker::new(
+            store,
+            scheduler.clone(),
+            broker_clock,
+            settings,
+        ));
         tokio::spawn(scheduler.run(broker.shutdown_token().clone()));
         let limits = ServerLimits {
             max_connections: config.limits.max_connections,

@@ -54,7 +54,12 @@ fn restart_with_a_million_pending_is_ready_at_once_and_loses_nothing() {
                 }
             })
             .collect();
-        ids.extend(sched.schedule(batch).into_iter().map(|r| r.unwrap().delay_id));
+        ids.extend(
+            sched
+                .schedule(batch)
+                .into_iter()
+                .map(|r| r.unwrap().delay_id),
+        );
     }
     // No close: like a kill, the memtables are not flushed and the open
     // replays the write-ahead log (bounded, see `MetaStore::open`).
@@ -71,7 +76,11 @@ fn restart_with_a_million_pending_is_ready_at_once_and_loses_nothing() {
 
     assert_eq!(sched.tick().unwrap().dispatched, 0, "nothing is due yet");
     clock.set(T0 + HOUR + 1);
-    assert_eq!(sched.tick().unwrap().dispatched, 2000, "the first two milliseconds");
+    assert_eq!(
+        sched.tick().unwrap().dispatched,
+        2000,
+        "the first two milliseconds"
+    );
     let (outcome, _) = sched.cancel(ids[500_000]).unwrap();
     assert_eq!(outcome, CancelOutcome::Cancelled);
     assert_eq!(
@@ -79,5 +88,8 @@ fn restart_with_a_million_pending_is_ready_at_once_and_loses_nothing() {
         CancelOutcome::AlreadyDelivered
     );
     assert_eq!(sched.list(Some("t")).unwrap()[0].pending, PENDING - 2001);
-    assert_eq!(store.log().partition("t", 0).unwrap().high_watermark(), 2000);
+    assert_eq!(
+        store.log().partition("t", 0).unwrap().high_watermark(),
+        2000
+    );
 }

@@ -109,10 +109,10 @@ fn broker_config(data: PathBuf) -> BrokerConfig {
 }
 
 async fn connect(node: &Node) -> anyhow::Result<Client> {
-    Ok(Client::connect(
-        ClientConfig::new(node.addr().to_string()).ca_cert(node.cert_path()),
+    Ok(
+        Client::connect(ClientConfig::new(node.addr().to_string()).ca_cert(node.cert_path()))
+            .await?,
     )
-    .await?)
 }
 
 fn now_ms() -> i64 {
@@ -233,8 +233,10 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     // 1. Schedule rate, leaving the backlog pending.
     eprintln!("scheduling {} messages due in an hour…", args.pending);
     let base = now_ms() + 3_600_000;
-    let slices = schedule_all(&node, args, args.pending, move |i| base + (i % 600_000) as i64)
-        .await?;
+    let slices = schedule_all(&node, args, args.pending, move |i| {
+        base + (i % 600_000) as i64
+    })
+    .await?;
     let per_slice = args.pending.div_ceil(5) as f64;
     f.schedules_per_sec = median(slices.iter().map(|s| per_slice / s).collect());
 
@@ -251,9 +253,17 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     let first = now_ms() + 1000;
     let spread = args.lateness_seconds as i64 * 1000;
     let n = args.lateness_messages;
-    let dispatched_before = node.broker().scheduler().stats().dispatched.load(std::sync::atomic::Ordering::Relaxed);
+    let dispatched_before = node
+        .broker()
+        .scheduler()
+        .stats()
+        .dispatched
+        .load(std::sync::atomic::Ordering::Relaxed);
     *node.broker().scheduler().stats().lateness_ms.lock() = None;
-    schedule_all(&node, args, n, move |i| first + (i as i64 * spread) / n as i64).await?;
+    schedule_all(&node, args, n, move |i| {
+        first + (i as i64 * spread) / n as i64
+    })
+    .await?;
     let mut e2e = Histogram::<u64>::new(3)?;
     let mut received = 0;
     let deadline = Instant::now() + Duration::from_secs(args.lateness_seconds + 60);
@@ -268,9 +278,19 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
             received += 1;
         }
     }
-    anyhow::ensure!(received == n, "received {received} of {n} lateness messages");
+    anyhow::ensure!(
+        received == n,
+        "received {received} of {n} lateness messages"
+    );
     wait_dispatched(&node, dispatched_before + n, Duration::from_secs(30)).await?;
-    if let Some(h) = node.broker().scheduler().stats().lateness_ms.lock().as_ref() {
+    if let Some(h) = node
+        .broker()
+        .scheduler()
+        .stats()
+        .lateness_ms
+        .lock()
+        .as_ref()
+    {
         f.dispatch_lateness_p50_ms = ms(h, 0.5);
         f.dispatch_lateness_p99_ms = ms(h, 0.99);
         f.dispatch_lateness_max_ms = h.max() as f64;
@@ -284,7 +304,12 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     eprintln!("burst: {} messages due in the same second…", args.burst);
     let lead_ms = (args.burst as f64 / f.schedules_per_sec.max(1.0) * 3000.0) as i64 + 5000;
     let second = (now_ms() + lead_ms) / 1000 * 1000;
-    let dispatched_before = node.broker().scheduler().stats().dispatched.load(std::sync::atomic::Ordering::Relaxed);
+    let dispatched_before = node
+        .broker()
+        .scheduler()
+        .stats()
+        .dispatched
+        .load(std::sync::atomic::Ordering::Relaxed);
     schedule_all(&node, args, args.burst, move |i| second + (i % 1000) as i64).await?;
     anyhow::ensure!(
         now_ms() < second,
@@ -292,7 +317,12 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     );
     tokio::time::sleep(Duration::from_millis((second - now_ms()).max(0) as u64)).await;
     let started = Instant::now();
-    wait_dispatched(&node, dispatched_before + args.burst, Duration::from_secs(120)).await?;
+    wait_dispatched(
+        &node,
+        dispatched_before + args.burst,
+        Duration::from_secs(120),
+    )
+    .await?;
     f.burst_drain_seconds = started.elapsed().as_secs_f64();
     f.dispatch_per_sec = args.burst as f64 / f.burst_drain_seconds;
     client.close().await;
@@ -340,7 +370,11 @@ fn print(f: &SchedFigures) {
             f.e2e_lateness_max_ms,
         ),
     ] {
-        t.row(vec![format!("{name} p50 (ms)"), format!("{p50:.0}"), String::new()]);
+        t.row(vec![
+            format!("{name} p50 (ms)"),
+            format!("{p50:.0}"),
+            String::new(),
+        ]);
         t.row(vec![
             format!("{name} p99 (ms)"),
             format!("{p99:.0}"),
@@ -350,7 +384,11 @@ fn print(f: &SchedFigures) {
                 String::new()
             },
         ]);
-        t.row(vec![format!("{name} max (ms)"), format!("{max:.0}"), String::new()]);
+        t.row(vec![
+            format!("{name} max (ms)"),
+            format!("{max:.0}"),
+            String::new(),
+        ]);
     }
     t.row(vec![
         "delivered early".into(),

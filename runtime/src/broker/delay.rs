@@ -1,8 +1,8 @@
 //! Dispatch of the scheduler's requests: schedule, cancel, list.
 
 use sluice_protocol::ops::{
-    CancelDelaysRequest, CancelDelaysResponse, CancelResult, ListDelaysRequest,
-    ListDelaysResponse, ScheduleRequest, ScheduleResponse, ScheduleResult, When,
+    CancelDelaysRequest, CancelDelaysResponse, CancelResult, ListDelaysRequest, ListDelaysResponse,
+    ScheduleRequest, ScheduleResponse, ScheduleResult, When,
 };
 use sluice_protocol::{ErrorCode, WireError};
 
@@ -88,7 +88,10 @@ impl Broker {
         Ok(CancelDelaysResponse { results })
     }
 
-    pub async fn list_delays(&self, req: ListDelaysRequest) -> Result<ListDelaysResponse, WireError> {
+    pub async fn list_delays(
+        &self,
+        req: ListDelaysRequest,
+    ) -> Result<ListDelaysResponse, WireError> {
         let sched = self.scheduler.clone();
         let topic = (!req.topic.is_empty()).then_some(req.topic);
         let topics = blocking(move || sched.list(topic.as_deref()))

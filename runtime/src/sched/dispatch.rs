@@ -25,8 +25,8 @@ use sluice_protocol::batch::{BatchBuilder, BatchIter};
 
 use super::keys::{self, DueKey, Entry, IdState, Intent, StateKey};
 use super::{
-    CF_DELAY_IDS, CF_DELAY_STATE, CF_DELAYS, DELAY_ID_HEADER, DUE_AT_HEADER,
-    LOOP_ITERATION_HEADER, SchedError, Scheduler, TickReport, loops,
+    CF_DELAY_IDS, CF_DELAY_STATE, CF_DELAYS, DELAY_ID_HEADER, DUE_AT_HEADER, LOOP_ITERATION_HEADER,
+    SchedError, Scheduler, TickReport, loops,
 };
 use crate::log::{LogError, Partition};
 

@@ -290,7 +290,9 @@ impl Intent {
         let mut r = Reader::new(Bytes::copy_from_slice(b));
         let corrupt = |e| SchedError::corrupt(format!("dispatch intent: {e}"));
         if r.u8("version").map_err(corrupt)? != INTENT_VERSION {
-            return Err(SchedError::corrupt("dispatch intent has an unknown version"));
+            return Err(SchedError::corrupt(
+                "dispatch intent has an unknown version",
+            ));
         }
         let intent = (|| {
             Ok(Intent {

@@ -35,9 +35,7 @@ pub fn validate(
         ));
     }
     if spec.times == 0 && spec.expire_at_ms < 0 {
-        return Err(
-            "a loop needs a bound: a number of times, an expiry time, or both".to_owned(),
-        );
+        return Err("a loop needs a bound: a number of times, an expiry time, or both".to_owned());
     }
     if spec.expire_at_ms >= 0 {
         if spec.expire_at_ms < first_due_ms {

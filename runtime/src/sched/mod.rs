@@ -437,7 +437,9 @@ impl Scheduler {
         let mut batch = WriteBatch::default();
         for (key, d) in accepted {
             let mut record = d.record.clone();
-            record.headers.retain(|(name, _)| !is_scheduler_header(name));
+            record
+                .headers
+                .retain(|(name, _)| !is_scheduler_header(name));
             let entry = Entry {
                 delay_id: key.seq,
                 topic: d.topic.clone(),
@@ -460,7 +462,9 @@ impl Scheduler {
     /// earliest due time admitted.
     fn admit(&self, keys: impl Iterator<Item = DueKey>) -> Option<u64> {
         let mut st = self.state.lock();
-        let bound = st.loading_to.map_or(st.loaded_until, |l| l.max(st.loaded_until));
+        let bound = st
+            .loading_to
+            .map_or(st.loaded_until, |l| l.max(st.loaded_until));
         let mut earliest = None;
         for key in keys {
             if key < bound && st.wheel.insert(key) {
@@ -718,7 +722,10 @@ impl Scheduler {
 
 /// Headers the scheduler sets on delivery; a client's own copies are dropped.
 fn is_scheduler_header(name: &str) -> bool {
-    matches!(name, DELAY_ID_HEADER | LOOP_ITERATION_HEADER | DUE_AT_HEADER)
+    matches!(
+        name,
+        DELAY_ID_HEADER | LOOP_ITERATION_HEADER | DUE_AT_HEADER
+    )
 }
 
 pub use sluice_protocol::headers::{

@@ -20,9 +20,8 @@ struct Fixture {
 }
 
 fn open_at(dir: tempfile::TempDir, clock: ManualClock, create: bool) -> Fixture {
-    let store = Arc::new(
-        Store::open(dir.path(), LogOptions::default(), Arc::new(clock.clone())).unwrap(),
-    );
+    let store =
+        Arc::new(Store::open(dir.path(), LogOptions::default(), Arc::new(clock.clone())).unwrap());
     if create {
         for (name, partitions) in [("t", 1), ("u", 2)] {
             let cfg = TopicConfig {
@@ -194,12 +193,18 @@ fn cancel_answers_for_every_state() {
     let f = fixture();
     let a = f.schedule_one(f.at("t", T0 + 1000, "a"));
     let b = f.schedule_one(f.at("t", T0 + 10, "b"));
-    assert_eq!(f.sched.cancel(a.delay_id).unwrap().0, CancelOutcome::Cancelled);
+    assert_eq!(
+        f.sched.cancel(a.delay_id).unwrap().0,
+        CancelOutcome::Cancelled
+    );
     assert_eq!(
         f.sched.cancel(a.delay_id).unwrap().0,
         CancelOutcome::AlreadyCancelled
     );
-    assert_eq!(f.sched.cancel(987_654_321).unwrap().0, CancelOutcome::Unknown);
+    assert_eq!(
+        f.sched.cancel(987_654_321).unwrap().0,
+        CancelOutcome::Unknown
+    );
     assert_eq!(f.tick_at(T0 + 2000).dispatched, 1);
     assert_eq!(
         f.sched.cancel(b.delay_id).unwrap().0,
@@ -251,9 +256,7 @@ fn loops_deliver_every_interval_until_times_or_expiry() {
             interval_ms: 50,
             times: 0,
             expire_at_ms: T0 + 260,
-            backoff: LoopBackoff::Exponential {
-                max_interval_ms: 0,
-            },
+            backoff: LoopBackoff::Exponential { max_interval_ms: 0 },
         }),
         ..f.at("u", T0 + 100, "expiring")
     });
@@ -295,7 +298,10 @@ fn cancelling_a_loop_stops_its_next_deliveries() {
     });
     f.tick_at(T0 + 100);
     f.tick_at(T0 + 200);
-    assert_eq!(f.sched.cancel(s.delay_id).unwrap().0, CancelOutcome::Cancelled);
+    assert_eq!(
+        f.sched.cancel(s.delay_id).unwrap().0,
+        CancelOutcome::Cancelled
+    );
     f.tick_at(T0 + 5000);
     assert_eq!(f.delivered("t", 0).len(), 2);
     assert!(f.sched.list(None).unwrap().is_empty());

@@ -64,6 +64,11 @@ impl TimingWheel {
     pub fn drain_due(&mut self, now_ms: u64, max: usize, out: &mut Vec<DueKey>) {
         self.skip_idle(now_ms);
         while self.cursor_ms <= now_ms && out.len() < max {
+            if self.len == 0 {
+                // Nothing left: jump instead of stepping through empty slots.
+                self.cursor_ms = now_ms;
+                break;
+            }
             let slot = self.slot(self.cursor_ms);
             let keys = &mut self.slots[slot];
             let room = max - out.len();
