@@ -44,12 +44,7 @@ async fn crash_and_recover(point: &str) {
             partition: (i % 2) as u32,
             when: When::After(300 + i % 50),
             repeat: None,
-            record: DelayedRecord {
-                key: None,
-                value: Bytes::from(format!("m{i}")),
-                headers: vec![],
-                timestamp: -1,
-            },
+            record: DelayedRecord::with_value(Bytes::from(format!("m{i}"))),
         })
         .collect();
     let response = client

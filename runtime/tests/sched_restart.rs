@@ -45,12 +45,7 @@ fn restart_with_a_million_pending_is_ready_at_once_and_loses_nothing() {
                     // A thousand per millisecond, starting in an hour.
                     due_at_ms: T0 + HOUR + (n / 1000) as i64,
                     repeat: None,
-                    record: DelayedRecord {
-                        key: None,
-                        value: value.clone(),
-                        headers: vec![],
-                        timestamp: -1,
-                    },
+                    record: DelayedRecord::with_value(value.clone()),
                 }
             })
             .collect();

@@ -150,6 +150,17 @@ pub fn read_loop(r: &mut Reader) -> Result<Option<LoopSpec>, DecodeError> {
 }
 
 impl DelayedRecord {
+    /// A record with this value and nothing else: no key, no headers,
+    /// stamped when it is delivered.
+    pub fn with_value(value: impl Into<Bytes>) -> Self {
+        DelayedRecord {
+            key: None,
+            value: value.into(),
+            headers: Vec::new(),
+            timestamp: -1,
+        }
+    }
+
     /// Writes the record (also the scheduler's storage encoding of it).
     pub fn write(&self, w: &mut Writer) {
         match &self.key {

@@ -157,12 +157,7 @@ async fn schedule_all(
                         partition: (i % u64::from(partitions)) as u32,
                         when: When::At(due(i)),
                         repeat: None,
-                        record: DelayedRecord {
-                            key: None,
-                            value: value.clone(),
-                            headers: vec![],
-                            timestamp: -1,
-                        },
+                        record: DelayedRecord::with_value(value.clone()),
                     })
                     .collect();
                 let response = client
@@ -202,14 +197,22 @@ async fn schedule_all(
         .collect())
 }
 
+/// Messages the node's scheduler has dispatched so far.
+fn dispatched(node: &Node) -> u64 {
+    node.broker()
+        .scheduler()
+        .stats()
+        .dispatched
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
 
 async fn wait_dispatched(node: &Node, target: u64, limit: Duration) -> anyhow::Result<()> {
-    let stats = node.broker().scheduler().stats();
     let deadline = Instant::now() + limit;
-    while stats.dispatched.load(std::sync::atomic::Ordering::Relaxed) < target {
+    while dispatched(node) < target {
         anyhow::ensure!(Instant::now() < deadline, "dispatch did not finish in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -253,12 +256,7 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     let first = now_ms() + 1000;
     let spread = args.lateness_seconds as i64 * 1000;
     let n = args.lateness_messages;
-    let dispatched_before = node
-        .broker()
-        .scheduler()
-        .stats()
-        .dispatched
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dispatched_before = dispatched(&node);
     *node.broker().scheduler().stats().lateness_ms.lock() = None;
     schedule_all(&node, args, n, move |i| {
         first + (i as i64 * spread) / n as i64
@@ -304,12 +302,7 @@ async fn measure(args: &SchedBenchArgs, data: PathBuf) -> anyhow::Result<SchedFi
     eprintln!("burst: {} messages due in the same second…", args.burst);
     let lead_ms = (args.burst as f64 / f.schedules_per_sec.max(1.0) * 3000.0) as i64 + 5000;
     let second = (now_ms() + lead_ms) / 1000 * 1000;
-    let dispatched_before = node
-        .broker()
-        .scheduler()
-        .stats()
-        .dispatched
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dispatched_before = dispatched(&node);
     schedule_all(&node, args, args.burst, move |i| second + (i % 1000) as i64).await?;
     anyhow::ensure!(
         now_ms() < second,
