@@ -364,6 +364,7 @@ pub struct RecordIter<'a> {
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<Record<'a>, BatchError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
@@ -382,6 +383,7 @@ impl<'a> Iterator for RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    #[inline]
     fn decode_one(&mut self) -> Result<Record<'a>, BatchError> {
         let mut cur = Cursor { buf: self.rest };
         let length = cur.varint()?;
@@ -632,6 +634,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         if self.buf.len() < n {
             return Err(BatchError::Malformed(
@@ -643,6 +646,7 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
+    #[inline(always)]
     fn unsigned(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
         // Nearly every varint in a record (deltas, lengths) fits in one or
         // two bytes: skip the loop for them. It matters most inside
@@ -660,6 +664,15 @@ impl<'a> Cursor<'a> {
             }
             _ => {}
         }
+        self.unsigned_slow(max_bytes)
+    }
+
+    /// Varints of three bytes or more (and malformed ones): out of line,
+    /// so the inlined fast path stays small and call-free (in a guest every
+    /// call also checks the epoch deadline).
+    #[cold]
+    #[inline(never)]
+    fn unsigned_slow(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
         let mut value = 0u64;
         for i in 0..max_bytes {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -676,16 +689,19 @@ impl<'a> Cursor<'a> {
         Err(BatchError::Malformed("varint too long"))
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<i32, BatchError> {
         let raw = self.unsigned(5)? as u32;
         Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
     }
 
+    #[inline]
     fn varlong(&mut self) -> Result<i64, BatchError> {
         let raw = self.unsigned(10)?;
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
     }
 
+    #[inline]
     fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
