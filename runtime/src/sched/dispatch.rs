@@ -23,10 +23,9 @@ use bytes::BytesMut;
 use rocksdb::WriteBatch;
 use sluice_protocol::batch::{BatchBuilder, BatchIter};
 
-use super::keys::{self, DueKey, Entry, IdState, Intent, StateKey};
+use super::keys::{DueKey, Entry, IdState, Intent, StateKey};
 use super::{
-    CF_DELAY_IDS, CF_DELAY_STATE, CF_DELAYS, DELAY_ID_HEADER, DUE_AT_HEADER, LOOP_ITERATION_HEADER,
-    SchedError, Scheduler, TickReport, loops,
+    DELAY_ID_HEADER, DUE_AT_HEADER, LOOP_ITERATION_HEADER, SchedError, Scheduler, TickReport, loops,
 };
 use crate::log::{LogError, Partition};
 
@@ -85,7 +84,7 @@ impl Scheduler {
         let meta = self.store.meta();
         let encoded: Vec<[u8; 16]> = keys.iter().map(|k| k.encode()).collect();
         meta.db()
-            .batched_multi_get_cf(meta.cf(CF_DELAYS)?, encoded.iter(), true)
+            .batched_multi_get_cf(self.families()?.delays, encoded.iter(), true)
             .into_iter()
             .map(|r| match r? {
                 Some(v) => Entry::decode(&v).map(Some),
@@ -115,19 +114,45 @@ impl Scheduler {
         if taken == 0 {
             return Ok(0);
         }
-        let entries = match self.read_entries(&due) {
-            Ok(e) => e,
+        // Until the intents are written nothing is durable: on any failure
+        // the round's keys go back, untouched.
+        let planned = self.plan(&due, now).and_then(|(prepared, dropped)| {
+            self.record_intents(&prepared).map(|()| (prepared, dropped))
+        });
+        let (prepared, dropped) = match planned {
+            Ok(p) => p,
             Err(e) => {
-                self.release(&due, &[]);
+                // Back into the wheel (they were drained from it) for the
+                // next try.
+                self.release(&due, &due);
                 return Err(e);
             }
         };
+        crash_point("sched.after_intent");
+        let recorded: Vec<Intent> = prepared.iter().map(|p| p.intent.clone()).collect();
+        if let Err(e) = self.complete(prepared, dropped, false, report) {
+            // Whatever was appended, the intents say how to finish.
+            intents.extend(recorded);
+            return Err(e);
+        }
+        Ok(taken)
+    }
 
-        // Group by partition, keeping due order within each.
+    /// Reads the messages at `due` and groups them into batches per
+    /// partition (due order within each), plus the ones to drop because
+    /// their partition is gone. Keys whose message was cancelled meanwhile
+    /// are released here.
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        &self,
+        due: &[DueKey],
+        now: i64,
+    ) -> Result<(Vec<Prepared>, Vec<(DueKey, Entry)>), SchedError> {
+        let entries = self.read_entries(due)?;
         let mut groups: HashMap<(String, u32), Vec<(DueKey, Entry)>> = HashMap::new();
         let mut order = Vec::new();
         let mut cancelled = Vec::new();
-        for (key, entry) in due.into_iter().zip(entries) {
+        for (key, entry) in due.iter().copied().zip(entries) {
             let Some(entry) = entry else {
                 cancelled.push(key);
                 continue;
@@ -151,11 +176,7 @@ impl Scheduler {
                     dropped.extend(group);
                     continue;
                 }
-                Err(e) => {
-                    let keys: Vec<_> = group.iter().map(|(k, _)| *k).collect();
-                    self.release(&keys, &[]);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             };
             let limit = self
                 .options
@@ -176,33 +197,22 @@ impl Scheduler {
                 prepared.push(self.prepare(&partition, chunk, now)?);
             }
         }
+        Ok((prepared, dropped))
+    }
 
-        // Record the intents before any append.
-        if !prepared.is_empty() {
-            let meta = self.store.meta();
-            let state_cf = meta.cf(CF_DELAY_STATE)?;
-            let mut batch = WriteBatch::default();
-            for p in &prepared {
-                batch.put_cf(state_cf, StateKey::intent(p.intent.id), p.intent.encode());
-            }
-            if let Err(e) = meta.db().write_opt(batch, meta.sync_write_options()) {
-                let keys: Vec<_> = prepared
-                    .iter()
-                    .flat_map(|p| p.intent.keys.clone())
-                    .chain(dropped.iter().map(|(k, _)| *k))
-                    .collect();
-                self.release(&keys, &[]);
-                return Err(e.into());
-            }
+    /// Records the intents, synced, before any append.
+    fn record_intents(&self, prepared: &[Prepared]) -> Result<(), SchedError> {
+        if prepared.is_empty() {
+            return Ok(());
         }
-        crash_point("sched.after_intent");
-        let recorded: Vec<Intent> = prepared.iter().map(|p| p.intent.clone()).collect();
-        if let Err(e) = self.complete(prepared, dropped, false, report) {
-            // Whatever was appended, the intents say how to finish.
-            intents.extend(recorded);
-            return Err(e);
+        let state_cf = self.families()?.state;
+        let mut batch = WriteBatch::default();
+        for p in prepared {
+            batch.put_cf(state_cf, StateKey::intent(p.intent.id), p.intent.encode());
         }
-        Ok(taken)
+        let meta = self.store.meta();
+        meta.db().write_opt(batch, meta.sync_write_options())?;
+        Ok(())
     }
 
     fn prepare(
@@ -221,7 +231,6 @@ impl Scheduler {
                 id,
                 topic: partition.topic().to_owned(),
                 partition: partition.id(),
-                base_sequence: -1,
                 log_end_before: partition.log_end_offset(),
                 dispatch_ms: now,
                 keys,
@@ -241,6 +250,8 @@ impl Scheduler {
         report: &mut TickReport,
     ) -> Result<(), SchedError> {
         let mut appended: Vec<Prepared> = Vec::with_capacity(prepared.len());
+        // Intents whose messages were dropped instead of appended.
+        let mut finished_intents = Vec::new();
         let mut waits = Vec::new();
         for p in prepared {
             let partition = match self
@@ -250,8 +261,8 @@ impl Scheduler {
             {
                 Ok(part) => part,
                 Err(LogError::UnknownTopic(_) | LogError::UnknownPartition { .. }) => {
+                    finished_intents.push(p.intent.id);
                     dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
-                    self.forget_intent_later(&mut appended, p.intent.id);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -280,8 +291,8 @@ impl Scheduler {
                             error = %e,
                             "dropping a delayed message its topic refuses"
                         );
+                        finished_intents.push(p.intent.id);
                         dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
-                        self.forget_intent_later(&mut appended, p.intent.id);
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -293,24 +304,7 @@ impl Scheduler {
             partition.wait_durable(pending)?;
         }
         crash_point("sched.after_append");
-        self.finish(appended, dropped, report)
-    }
-
-    /// An intent whose partition vanished still has to be deleted: keep an
-    /// empty placeholder so `finish` deletes it.
-    fn forget_intent_later(&self, appended: &mut Vec<Prepared>, id: u64) {
-        appended.push(Prepared {
-            intent: Intent {
-                id,
-                topic: String::new(),
-                partition: 0,
-                base_sequence: -1,
-                log_end_before: 0,
-                dispatch_ms: 0,
-                keys: Vec::new(),
-            },
-            entries: Vec::new(),
-        });
+        self.finish(appended, dropped, &finished_intents, report)
     }
 
     /// The write that records the dispatch: deletes the delivered and
@@ -319,26 +313,23 @@ impl Scheduler {
         &self,
         appended: Vec<Prepared>,
         dropped: Vec<(DueKey, Entry)>,
+        finished_intents: &[u64],
         report: &mut TickReport,
     ) -> Result<(), SchedError> {
-        let meta = self.store.meta();
-        let (delays, ids, state_cf) = (
-            meta.cf(CF_DELAYS)?,
-            meta.cf(CF_DELAY_IDS)?,
-            meta.cf(CF_DELAY_STATE)?,
-        );
-        let topics = meta.cf(super::CF_DELAY_TOPICS)?;
-        let counts = meta.cf(super::CF_DELAY_COUNTS)?;
+        let cfs = self.families()?;
         let now = self.now_ms();
         let mut batch = WriteBatch::default();
         let mut released = Vec::new();
         let mut reinserted = Vec::new();
         let mut delivered = 0u64;
         let mut lateness = Vec::new();
+        for id in finished_intents {
+            batch.delete_cf(cfs.state, StateKey::intent(*id));
+        }
         for p in &appended {
-            batch.delete_cf(state_cf, StateKey::intent(p.intent.id));
+            batch.delete_cf(cfs.state, StateKey::intent(p.intent.id));
             for (key, entry) in p.intent.keys.iter().zip(&p.entries) {
-                self.remove_pending(&mut batch, *key, &entry.topic)?;
+                cfs.remove_pending(&mut batch, *key, &entry.topic);
                 released.push(*key);
                 delivered += 1;
                 lateness.push((p.intent.dispatch_ms - key.due_ms as i64).max(0) as u64);
@@ -358,20 +349,13 @@ impl Scheduler {
                             repeat: Some(spec),
                             ..entry.clone()
                         };
-                        batch.put_cf(delays, next_key.encode(), next_entry.encode());
-                        batch.put_cf(topics, keys::topic_index_key(&entry.topic, next_key), []);
-                        batch.merge_cf(counts, entry.topic.as_bytes(), keys::count_delta(1));
-                        batch.put_cf(
-                            ids,
-                            keys::id_key(entry.delay_id),
-                            IdState::Pending(next_key).encode(),
-                        );
+                        cfs.put_pending(&mut batch, next_key, &next_entry);
                         reinserted.push(next_key);
                     }
-                    None => batch.put_cf(
-                        ids,
-                        keys::id_key(entry.delay_id),
-                        IdState::Delivered { at_ms: now }.encode(),
+                    None => cfs.set_id(
+                        &mut batch,
+                        entry.delay_id,
+                        IdState::Delivered { at_ms: now },
                     ),
                 }
             }
@@ -381,16 +365,13 @@ impl Scheduler {
                 topic = %entry.topic,
                 partition = entry.partition,
                 delay_id = entry.delay_id,
-                "dropping a delayed message: its topic or partition no longer exists"
+                "dropping a delayed message that cannot be delivered"
             );
-            self.remove_pending(&mut batch, *key, &entry.topic)?;
-            batch.put_cf(
-                ids,
-                keys::id_key(entry.delay_id),
-                IdState::Dropped { at_ms: now }.encode(),
-            );
+            cfs.remove_pending(&mut batch, *key, &entry.topic);
+            cfs.set_id(&mut batch, entry.delay_id, IdState::Dropped { at_ms: now });
             released.push(*key);
         }
+        let meta = self.store.meta();
         if let Err(e) = meta.db().write_opt(batch, meta.sync_write_options()) {
             // The intents stay on disk and in the caller's list: the next
             // tick retries, checking the log first.
@@ -417,8 +398,9 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Un-claims `keys` and admits `reinserted` loop keys to the wheel, then
-    /// wakes cancels waiting on any of them.
+    /// Un-claims `keys` and admits `reinserted` keys (loop occurrences, or a
+    /// failed round's keys) to the wheel, then wakes cancels waiting on any
+    /// of them.
     fn release(&self, keys: &[DueKey], reinserted: &[DueKey]) {
         {
             let mut st = self.state.lock();

@@ -6,7 +6,7 @@
 //! | `delay_ids`    | delay id u64 BE                            | [`IdState`]                            |
 //! | `delay_topics` | u16 BE len ++ topic ++ [`DueKey`]          | empty                                  |
 //! | `delay_counts` | topic, UTF-8                               | i64 LE, summed by a merge operator     |
-//! | `delay_state`  | `producer_id`, `seq_limit`, `seq/…`, `intent/…` | see [`StateKey`]                  |
+//! | `delay_state`  | `seq_limit`, `intent/<id u64 BE>`          | u64 BE / [`Intent`]                    |
 //!
 //! Big-endian integers make byte order numeric order, so an iterator over
 //! `delays` returns messages in due order, and among equal due times in
@@ -231,20 +231,9 @@ pub fn decode_count(b: &[u8]) -> i64 {
 pub enum StateKey {}
 
 impl StateKey {
-    /// The scheduler's idempotent-producer id (i64 BE).
-    pub const PRODUCER_ID: &'static [u8] = b"producer_id";
     /// Sequence numbers below this may have been handed out (u64 BE).
     pub const SEQ_LIMIT: &'static [u8] = b"seq_limit";
-    pub const PRODUCER_SEQ_PREFIX: &'static [u8] = b"seq/";
     pub const INTENT_PREFIX: &'static [u8] = b"intent/";
-
-    /// The next producer sequence for one partition (i32 BE).
-    pub fn producer_seq(topic: &str, partition: u32) -> Vec<u8> {
-        let mut b = Self::PRODUCER_SEQ_PREFIX.to_vec();
-        b.extend_from_slice(&partition.to_be_bytes());
-        b.extend_from_slice(topic.as_bytes());
-        b
-    }
 
     pub fn intent(id: u64) -> Vec<u8> {
         let mut b = Self::INTENT_PREFIX.to_vec();
@@ -260,7 +249,6 @@ pub struct Intent {
     pub id: u64,
     pub topic: String,
     pub partition: u32,
-    pub base_sequence: i32,
     /// The partition's log end before the append: if the batch is in the
     /// log, it is at or after this offset.
     pub log_end_before: u64,
@@ -276,7 +264,6 @@ impl Intent {
         w.u8(INTENT_VERSION)
             .string(&self.topic)
             .u32(self.partition)
-            .u32(self.base_sequence as u32)
             .u64(self.log_end_before)
             .i64(self.dispatch_ms)
             .count(self.keys.len());
@@ -299,7 +286,6 @@ impl Intent {
                 id,
                 topic: r.string("topic")?,
                 partition: r.u32("partition")?,
-                base_sequence: r.u32("base sequence")? as i32,
                 log_end_before: r.u64("log end")?,
                 dispatch_ms: r.i64("dispatch time")?,
                 keys: r.array("keys", 16, |r| {
@@ -367,7 +353,6 @@ mod tests {
             id: 4,
             topic: "t".into(),
             partition: 1,
-            base_sequence: 12,
             log_end_before: 100,
             dispatch_ms: 5,
             keys: vec![DueKey::new(1, 1), DueKey::new(1, 2)],

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch};
+use rocksdb::{ColumnFamily, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch};
 use sluice_protocol::ops::{CancelOutcome, DelaySummary, DelayedRecord, LoopSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +108,39 @@ fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) ->
         total += keys::decode_count(op);
     }
     Some(keys::count_delta(total).to_vec())
+}
+
+/// The scheduler's column families, looked up once per operation, and the
+/// writes that keep them consistent with each other.
+struct Families<'a> {
+    delays: &'a ColumnFamily,
+    ids: &'a ColumnFamily,
+    topics: &'a ColumnFamily,
+    counts: &'a ColumnFamily,
+    state: &'a ColumnFamily,
+}
+
+impl Families<'_> {
+    /// Adds to `batch` a pending message at `key`: the message, its topic
+    /// index entry, its topic's count and its id's state.
+    fn put_pending(&self, batch: &mut WriteBatch, key: DueKey, entry: &Entry) {
+        batch.put_cf(self.delays, key.encode(), entry.encode());
+        batch.put_cf(self.topics, keys::topic_index_key(&entry.topic, key), []);
+        batch.merge_cf(self.counts, entry.topic.as_bytes(), keys::count_delta(1));
+        self.set_id(batch, entry.delay_id, IdState::Pending(key));
+    }
+
+    /// Adds to `batch` the removal of a pending message at `key` (its id's
+    /// new state is the caller's to set).
+    fn remove_pending(&self, batch: &mut WriteBatch, key: DueKey, topic: &str) {
+        batch.delete_cf(self.delays, key.encode());
+        batch.delete_cf(self.topics, keys::topic_index_key(topic, key));
+        batch.merge_cf(self.counts, topic.as_bytes(), keys::count_delta(-1));
+    }
+
+    fn set_id(&self, batch: &mut WriteBatch, delay_id: u64, state: IdState) {
+        batch.put_cf(self.ids, keys::id_key(delay_id), state.encode());
+    }
 }
 
 /// Failures of the scheduler.
@@ -326,6 +359,17 @@ impl Scheduler {
         self.clock.now_ms()
     }
 
+    fn families(&self) -> Result<Families<'_>, SchedError> {
+        let meta = self.store.meta();
+        Ok(Families {
+            delays: meta.cf(CF_DELAYS)?,
+            ids: meta.cf(CF_DELAY_IDS)?,
+            topics: meta.cf(CF_DELAY_TOPICS)?,
+            counts: meta.cf(CF_DELAY_COUNTS)?,
+            state: meta.cf(CF_DELAY_STATE)?,
+        })
+    }
+
     /// Hands out the next sequence number, reserving a new block on disk
     /// when the current one runs out.
     fn next_seq(&self, st: &mut State) -> Result<u64, SchedError> {
@@ -334,7 +378,7 @@ impl Scheduler {
             let meta = self.store.meta();
             let mut batch = WriteBatch::default();
             batch.put_cf(
-                meta.cf(CF_DELAY_STATE)?,
+                self.families()?.state,
                 StateKey::SEQ_LIMIT,
                 limit.to_be_bytes(),
             );
@@ -383,13 +427,22 @@ impl Scheduler {
         let now = self.now_ms();
         let mut results: Vec<Result<Scheduled, SchedError>> = Vec::with_capacity(deliveries.len());
         let mut accepted: Vec<(DueKey, Delivery)> = Vec::with_capacity(deliveries.len());
+        // Checked before taking the lock: only handing out sequence
+        // numbers is serialised.
+        let checked: Vec<_> = deliveries
+            .into_iter()
+            .map(|d| self.check(&d, now).map(|()| d))
+            .collect();
         {
             let mut st = self.state.lock();
-            for d in deliveries {
-                if let Err(e) = self.check(&d, now) {
-                    results.push(Err(e));
-                    continue;
-                }
+            for d in checked {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                };
                 match self.next_seq(&mut st) {
                     Ok(seq) => {
                         let key = DueKey::new(d.due_at_ms.max(now).max(0) as u64, seq);
@@ -427,13 +480,7 @@ impl Scheduler {
     }
 
     fn write_scheduled(&self, accepted: &[(DueKey, Delivery)]) -> Result<(), SchedError> {
-        let meta = self.store.meta();
-        let (delays, ids, topics, counts) = (
-            meta.cf(CF_DELAYS)?,
-            meta.cf(CF_DELAY_IDS)?,
-            meta.cf(CF_DELAY_TOPICS)?,
-            meta.cf(CF_DELAY_COUNTS)?,
-        );
+        let cfs = self.families()?;
         let mut batch = WriteBatch::default();
         for (key, d) in accepted {
             let mut record = d.record.clone();
@@ -448,11 +495,9 @@ impl Scheduler {
                 repeat: d.repeat,
                 record,
             };
-            batch.put_cf(delays, key.encode(), entry.encode());
-            batch.put_cf(ids, keys::id_key(key.seq), IdState::Pending(*key).encode());
-            batch.put_cf(topics, keys::topic_index_key(&d.topic, *key), []);
-            batch.merge_cf(counts, d.topic.as_bytes(), keys::count_delta(1));
+            cfs.put_pending(&mut batch, *key, &entry);
         }
+        let meta = self.store.meta();
         meta.db().write_opt(batch, meta.sync_write_options())?;
         Ok(())
     }
@@ -479,10 +524,10 @@ impl Scheduler {
     /// answers for what is left.
     pub fn cancel(&self, delay_id: u64) -> Result<(CancelOutcome, String), SchedError> {
         let meta = self.store.meta();
-        let (delays, ids) = (meta.cf(CF_DELAYS)?, meta.cf(CF_DELAY_IDS)?);
+        let cfs = self.families()?;
         let mut st = self.state.lock();
         loop {
-            let state = match meta.db().get_pinned_cf(ids, keys::id_key(delay_id))? {
+            let state = match meta.db().get_pinned_cf(cfs.ids, keys::id_key(delay_id))? {
                 Some(v) => IdState::decode(&v)?,
                 None => {
                     return Ok((
@@ -512,7 +557,10 @@ impl Scheduler {
                 IdState::Dropped { at_ms } => {
                     return Ok((
                         CancelOutcome::AlreadyCancelled,
-                        format!("dropped at {at_ms} ms: its topic or partition no longer exists"),
+                        format!(
+                            "dropped at {at_ms} ms: its topic or partition no longer exists, \
+                             or the topic refused it"
+                        ),
                     ));
                 }
             };
@@ -522,7 +570,7 @@ impl Scheduler {
                 self.released.wait(&mut st);
                 continue;
             }
-            let Some(value) = meta.db().get_pinned_cf(delays, key.encode())? else {
+            let Some(value) = meta.db().get_pinned_cf(cfs.delays, key.encode())? else {
                 return Err(SchedError::corrupt(format!(
                     "delay {delay_id} points at a missing message"
                 )));
@@ -530,12 +578,8 @@ impl Scheduler {
             let entry = Entry::decode(&value)?;
             let now = self.now_ms();
             let mut batch = WriteBatch::default();
-            self.remove_pending(&mut batch, key, &entry.topic)?;
-            batch.put_cf(
-                ids,
-                keys::id_key(delay_id),
-                IdState::Cancelled { at_ms: now }.encode(),
-            );
+            cfs.remove_pending(&mut batch, key, &entry.topic);
+            cfs.set_id(&mut batch, delay_id, IdState::Cancelled { at_ms: now });
             // Written while holding the state lock, so no dispatch round can
             // claim the key between our check and the delete.
             meta.db().write_opt(batch, meta.sync_write_options())?;
@@ -549,24 +593,6 @@ impl Scheduler {
                 ),
             ));
         }
-    }
-
-    /// Adds to `batch` the removal of a pending message at `key`.
-    fn remove_pending(
-        &self,
-        batch: &mut WriteBatch,
-        key: DueKey,
-        topic: &str,
-    ) -> Result<(), SchedError> {
-        let meta = self.store.meta();
-        batch.delete_cf(meta.cf(CF_DELAYS)?, key.encode());
-        batch.delete_cf(meta.cf(CF_DELAY_TOPICS)?, keys::topic_index_key(topic, key));
-        batch.merge_cf(
-            meta.cf(CF_DELAY_COUNTS)?,
-            topic.as_bytes(),
-            keys::count_delta(-1),
-        );
-        Ok(())
     }
 
     /// Pending messages per topic (all topics, or one), with the earliest
