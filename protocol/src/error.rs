@@ -51,6 +51,14 @@ pub enum ErrorCode {
     /// beyond the scheduler's horizon, invalid loop parameters, ...); the
     /// message says which.
     InvalidArgument,
+    /// No such consumer group.
+    UnknownGroup,
+    /// The member is not (or no longer) in the group: its session expired,
+    /// it left, or the broker restarted. Join again.
+    UnknownMember,
+    /// A join asks for settings (topic, mode, filter, ...) that differ from
+    /// those of the group's live members.
+    InconsistentGroup,
     /// A code this client does not know.
     Unknown(u16),
 }
@@ -80,6 +88,9 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => 19,
             ErrorCode::Timeout => 20,
             ErrorCode::InvalidArgument => 21,
+            ErrorCode::UnknownGroup => 22,
+            ErrorCode::UnknownMember => 23,
+            ErrorCode::InconsistentGroup => 24,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -108,6 +119,9 @@ impl ErrorCode {
             19 => ErrorCode::LimitExceeded,
             20 => ErrorCode::Timeout,
             21 => ErrorCode::InvalidArgument,
+            22 => ErrorCode::UnknownGroup,
+            23 => ErrorCode::UnknownMember,
+            24 => ErrorCode::InconsistentGroup,
             c => ErrorCode::Unknown(c),
         }
     }
@@ -145,6 +159,9 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
+            ErrorCode::UnknownMember => "UNKNOWN_MEMBER",
+            ErrorCode::InconsistentGroup => "INCONSISTENT_GROUP",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }

@@ -18,6 +18,19 @@ pub const LOOP_ITERATION: &str = "sluice.loop-iteration";
 /// epoch, an `i64`, 8 bytes big-endian). Never later than the record's
 /// timestamp when the timestamp is the delivery time.
 pub const DUE_AT: &str = "sluice.due-at";
+/// On a consumer group's retry and dead-letter copies: how many deliveries
+/// of the message failed so far (a `u32`, 4 bytes big-endian).
+pub const ATTEMPT: &str = "sluice.attempt";
+/// On retry and dead-letter copies: the topic the message was first
+/// consumed from (UTF-8).
+pub const ORIGIN_TOPIC: &str = "sluice.origin-topic";
+/// On retry and dead-letter copies: its partition there (`u32` BE).
+pub const ORIGIN_PARTITION: &str = "sluice.origin-partition";
+/// On retry and dead-letter copies: its offset there (`u64` BE).
+pub const ORIGIN_OFFSET: &str = "sluice.origin-offset";
+/// On a dead letter: why its last delivery failed (UTF-8): the consumer's
+/// nack reason, or `ack timeout`.
+pub const DEAD_REASON: &str = "sluice.dead-reason";
 /// Prefix of every reserved header name.
 pub const RESERVED_PREFIX: &str = "sluice.";
 

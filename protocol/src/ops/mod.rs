@@ -8,11 +8,21 @@
 //! and docs/protocol.md for the full specification.
 
 pub mod delay;
+pub mod group;
 
 pub use delay::{
     CancelDelaysRequest, CancelDelaysResponse, CancelOutcome, CancelResult, DelaySummary,
     DelayedRecord, ListDelaysRequest, ListDelaysResponse, LoopBackoff, LoopSpec, ScheduleEntry,
     ScheduleRequest, ScheduleResponse, ScheduleResult, When,
+};
+pub use group::{
+    AckRequest, AckResponse, DeleteGroupRequest, DeliveredRange, DescribeGroupRequest,
+    GrantCreditRequest, GroupBatch, GroupDelivery, GroupDescription, GroupMode, GroupRef,
+    GroupSettings, GroupSummary, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse, MemberDescription,
+    MemberRef, Nack, NackAction, OffsetRange, PartitionAcks, PartitionLag, PollGroupRequest,
+    RedriveRequest, RedriveResponse, ResetGroupRequest, ResetGroupResponse, ResetTo,
+    SubscribeRequest, TopicPartition,
 };
 
 use bytes::Bytes;
@@ -47,6 +57,18 @@ pub enum Op {
     Schedule = 0x0050,
     CancelDelays = 0x0051,
     ListDelays = 0x0052,
+    JoinGroup = 0x0060,
+    Heartbeat = 0x0061,
+    LeaveGroup = 0x0062,
+    PollGroup = 0x0063,
+    Subscribe = 0x0064,
+    GrantCredit = 0x0065,
+    Ack = 0x0066,
+    DescribeGroup = 0x0067,
+    ListGroups = 0x0068,
+    ResetGroup = 0x0069,
+    Redrive = 0x006A,
+    DeleteGroup = 0x006B,
 }
 
 impl Op {
@@ -63,6 +85,18 @@ impl Op {
             0x0050 => Op::Schedule,
             0x0051 => Op::CancelDelays,
             0x0052 => Op::ListDelays,
+            0x0060 => Op::JoinGroup,
+            0x0061 => Op::Heartbeat,
+            0x0062 => Op::LeaveGroup,
+            0x0063 => Op::PollGroup,
+            0x0064 => Op::Subscribe,
+            0x0065 => Op::GrantCredit,
+            0x0066 => Op::Ack,
+            0x0067 => Op::DescribeGroup,
+            0x0068 => Op::ListGroups,
+            0x0069 => Op::ResetGroup,
+            0x006A => Op::Redrive,
+            0x006B => Op::DeleteGroup,
             _ => return None,
         })
     }
@@ -741,6 +775,18 @@ pub enum Request {
     Schedule(ScheduleRequest),
     CancelDelays(CancelDelaysRequest),
     ListDelays(ListDelaysRequest),
+    JoinGroup(JoinGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    PollGroup(PollGroupRequest),
+    Subscribe(SubscribeRequest),
+    GrantCredit(GrantCreditRequest),
+    Ack(AckRequest),
+    DescribeGroup(DescribeGroupRequest),
+    ListGroups(ListGroupsRequest),
+    ResetGroup(ResetGroupRequest),
+    Redrive(RedriveRequest),
+    DeleteGroup(DeleteGroupRequest),
 }
 
 impl Request {
@@ -759,6 +805,18 @@ impl Request {
             Op::Schedule => Request::Schedule(Payload::decode(payload)?),
             Op::CancelDelays => Request::CancelDelays(Payload::decode(payload)?),
             Op::ListDelays => Request::ListDelays(Payload::decode(payload)?),
+            Op::JoinGroup => Request::JoinGroup(Payload::decode(payload)?),
+            Op::Heartbeat => Request::Heartbeat(Payload::decode(payload)?),
+            Op::LeaveGroup => Request::LeaveGroup(Payload::decode(payload)?),
+            Op::PollGroup => Request::PollGroup(Payload::decode(payload)?),
+            Op::Subscribe => Request::Subscribe(Payload::decode(payload)?),
+            Op::GrantCredit => Request::GrantCredit(Payload::decode(payload)?),
+            Op::Ack => Request::Ack(Payload::decode(payload)?),
+            Op::DescribeGroup => Request::DescribeGroup(Payload::decode(payload)?),
+            Op::ListGroups => Request::ListGroups(Payload::decode(payload)?),
+            Op::ResetGroup => Request::ResetGroup(Payload::decode(payload)?),
+            Op::Redrive => Request::Redrive(Payload::decode(payload)?),
+            Op::DeleteGroup => Request::DeleteGroup(Payload::decode(payload)?),
         })
     }
 }
@@ -874,7 +932,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn garbage_never_panics(op in 0u16..0x60, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn garbage_never_panics(op in 0u16..0x70, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Request::decode(op, Bytes::from(bytes));
         }
     }

@@ -1,0 +1,1131 @@
+//! Consumer groups: join, heartbeat and leave; pull (`PollGroup`) and push
+//! (`Subscribe` + `GrantCredit`) delivery; per-message ack and nack; and the
+//! admin side (describe, list, reset, re-drive dead letters, delete).
+//!
+//! The broker owns every group's delivery state: which messages are in
+//! flight to whom, their attempts, and the committed offset (the first
+//! offset not yet settled). Members only say what they finished.
+//!
+//! Deliveries carry whole record batches as the log stores them plus the
+//! offset ranges of the records meant for this member, so the broker never
+//! re-encodes records; the client skips the rest.
+
+use bytes::Bytes;
+
+use super::{OffsetSpec, Op, Payload, RequestPayload};
+use crate::codec::{DecodeError, Reader, Writer};
+
+/// Prefix of the topics the broker creates for groups; users cannot create
+/// topics under it.
+pub const INTERNAL_TOPIC_PREFIX: &str = "sluice.";
+
+/// The topic a group's failed messages wait in between retries.
+pub fn retry_topic(group: &str) -> String {
+    format!("{INTERNAL_TOPIC_PREFIX}retry.{group}")
+}
+
+/// The topic a group's messages go to after their last failed attempt.
+pub fn dead_letter_topic(group: &str) -> String {
+    format!("{INTERNAL_TOPIC_PREFIX}dlq.{group}")
+}
+
+/// How a group shares messages among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupMode {
+    /// Each message goes to one member; partitions are spread over members.
+    #[default]
+    Clustering,
+    /// Every member gets every message (each member instance keeps its own
+    /// progress).
+    Broadcast,
+}
+
+impl GroupMode {
+    fn to_u8(self) -> u8 {
+        match self {
+            GroupMode::Clustering => 0,
+            GroupMode::Broadcast => 1,
+        }
+    }
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(GroupMode::Clustering),
+            1 => Ok(GroupMode::Broadcast),
+            v => Err(DecodeError::InvalidValue {
+                what: "group mode",
+                value: v.into(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupMode::Clustering => "clustering",
+            GroupMode::Broadcast => "broadcast",
+        })
+    }
+}
+
+/// What a group subscribes to and how it treats its messages. Set by the
+/// first member to join; later members must ask for the same while any
+/// member is live (a group with no live member takes the next join's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub topic: String,
+    pub mode: GroupMode,
+    /// Per-key order: no two messages with the same key in flight at once,
+    /// and a failing message holds back only its own key.
+    pub ordered: bool,
+    /// Tag expression (`a AND (b OR NOT c)`); empty or `*` = everything.
+    pub tag_filter: String,
+    /// Where a group without a committed offset starts.
+    pub start: OffsetSpec,
+    /// A delivered message not acked within this is delivered again
+    /// (counting an attempt).
+    pub ack_timeout_ms: u32,
+    /// Deliveries before a failing message goes to the dead-letter topic.
+    pub max_attempts: u16,
+    /// Delay before retry n (the last entry repeats); empty = the broker's
+    /// default ladder.
+    pub retry_ladder_ms: Vec<u32>,
+    /// Messages in flight (delivered, not settled) per partition at most.
+    pub max_in_flight: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            topic: String::new(),
+            mode: GroupMode::Clustering,
+            ordered: false,
+            tag_filter: String::new(),
+            start: OffsetSpec::Latest,
+            ack_timeout_ms: 30_000,
+            max_attempts: 16,
+            retry_ladder_ms: Vec::new(),
+            max_in_flight: 20_000,
+        }
+    }
+}
+
+impl GroupSettings {
+    pub fn write(&self, w: &mut Writer) {
+        w.string(&self.topic)
+            .u8(self.mode.to_u8())
+            .bool(self.ordered)
+            .string(&self.tag_filter)
+            .i64(self.start.to_i64())
+            .u32(self.ack_timeout_ms)
+            .u16(self.max_attempts)
+            .count(self.retry_ladder_ms.len());
+        for d in &self.retry_ladder_ms {
+            w.u32(*d);
+        }
+        w.u32(self.max_in_flight);
+    }
+    pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(GroupSettings {
+            topic: r.string("topic")?,
+            mode: GroupMode::from_u8(r.u8("group mode")?)?,
+            ordered: r.bool("ordered")?,
+            tag_filter: r.string("tag filter")?,
+            start: OffsetSpec::from_i64(r.i64("start position")?)?,
+            ack_timeout_ms: r.u32("ack timeout")?,
+            max_attempts: r.u16("max attempts")?,
+            retry_ladder_ms: r.array("retry ladder", 4, |r| r.u32("retry delay"))?,
+            max_in_flight: r.u32("max in flight")?,
+        })
+    }
+}
+
+/// A (topic, partition) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+fn write_partitions(w: &mut Writer, ps: &[TopicPartition]) {
+    w.count(ps.len());
+    for p in ps {
+        w.string(&p.topic).u32(p.partition);
+    }
+}
+
+fn read_partitions(r: &mut Reader) -> Result<Vec<TopicPartition>, DecodeError> {
+    r.array("partitions", 6, |r| {
+        Ok(TopicPartition {
+            topic: r.string("topic")?,
+            partition: r.u32("partition")?,
+        })
+    })
+}
+
+// ---------------------------------------------------------------- membership
+
+/// Joins (or rejoins) a group. The member lives while its connection is
+/// open and it heartbeats within the session timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinGroupRequest {
+    pub group: String,
+    /// Empty on first join; the broker assigns one.
+    pub member_id: String,
+    /// A stable name for this consumer instance (broadcast progress is kept
+    /// per instance); empty = the member id.
+    pub instance_id: String,
+    pub session_timeout_ms: u32,
+    pub settings: GroupSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinGroupResponse {
+    pub member_id: String,
+    pub generation: u32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment: Vec<TopicPartition>,
+}
+
+impl Payload for JoinGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group)
+            .string(&self.member_id)
+            .string(&self.instance_id)
+            .u32(self.session_timeout_ms);
+        self.settings.write(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(JoinGroupRequest {
+            group: r.string("group")?,
+            member_id: r.string("member id")?,
+            instance_id: r.string("instance id")?,
+            session_timeout_ms: r.u32("session timeout")?,
+            settings: GroupSettings::read(r)?,
+        })
+    }
+}
+
+impl Payload for JoinGroupResponse {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.member_id)
+            .u32(self.generation)
+            .u32(self.heartbeat_interval_ms);
+        write_partitions(w, &self.assignment);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(JoinGroupResponse {
+            member_id: r.string("member id")?,
+            generation: r.u32("generation")?,
+            heartbeat_interval_ms: r.u32("heartbeat interval")?,
+            assignment: read_partitions(r)?,
+        })
+    }
+}
+
+impl RequestPayload for JoinGroupRequest {
+    const OP: Op = Op::JoinGroup;
+    type Response = JoinGroupResponse;
+}
+
+/// Names a member of a group; the payload of heartbeat and leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    pub group: String,
+    pub member_id: String,
+}
+
+impl Payload for MemberRef {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group).string(&self.member_id);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(MemberRef {
+            group: r.string("group")?,
+            member_id: r.string("member id")?,
+        })
+    }
+}
+
+/// Keeps a member alive; answers with its current assignment. An unknown
+/// member (expired or never joined) gets `UNKNOWN_MEMBER` and should rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRequest(pub MemberRef);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatResponse {
+    pub generation: u32,
+    pub assignment: Vec<TopicPartition>,
+}
+
+impl Payload for HeartbeatRequest {
+    fn write(&self, w: &mut Writer) {
+        self.0.write(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        MemberRef::read(r).map(HeartbeatRequest)
+    }
+}
+
+impl Payload for HeartbeatResponse {
+    fn write(&self, w: &mut Writer) {
+        w.u32(self.generation);
+        write_partitions(w, &self.assignment);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(HeartbeatResponse {
+            generation: r.u32("generation")?,
+            assignment: read_partitions(r)?,
+        })
+    }
+}
+
+impl RequestPayload for HeartbeatRequest {
+    const OP: Op = Op::Heartbeat;
+    type Response = HeartbeatResponse;
+}
+
+/// Leaves a group at once: the member's unsettled messages go to others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveGroupRequest(pub MemberRef);
+
+impl Payload for LeaveGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        self.0.write(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        MemberRef::read(r).map(LeaveGroupRequest)
+    }
+}
+
+impl RequestPayload for LeaveGroupRequest {
+    const OP: Op = Op::LeaveGroup;
+    type Response = super::Empty;
+}
+
+// ---------------------------------------------------------------- delivery
+
+/// Records `first_offset .. first_offset + count` of a delivery, all on
+/// their `attempt`-th delivery (1 = first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveredRange {
+    pub first_offset: u64,
+    pub count: u32,
+    pub attempt: u16,
+}
+
+/// Messages of one partition: whole batches as stored, and which of their
+/// records are delivered (the others are skipped by the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDelivery {
+    pub topic: String,
+    pub partition: u32,
+    pub records: Bytes,
+    pub ranges: Vec<DeliveredRange>,
+}
+
+/// What a poll returns and what a subscription pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupBatch {
+    pub generation: u32,
+    pub deliveries: Vec<GroupDelivery>,
+}
+
+impl GroupBatch {
+    /// Messages delivered.
+    pub fn message_count(&self) -> usize {
+        self.deliveries
+            .iter()
+            .flat_map(|d| &d.ranges)
+            .map(|r| r.count as usize)
+            .sum()
+    }
+}
+
+impl Payload for GroupBatch {
+    fn write(&self, w: &mut Writer) {
+        w.u32(self.generation).count(self.deliveries.len());
+        for d in &self.deliveries {
+            w.string(&d.topic)
+                .u32(d.partition)
+                .bytes(&d.records)
+                .count(d.ranges.len());
+            for r in &d.ranges {
+                w.u64(r.first_offset).u32(r.count).u16(r.attempt);
+            }
+        }
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(GroupBatch {
+            generation: r.u32("generation")?,
+            deliveries: r.array("deliveries", 14, |r| {
+                Ok(GroupDelivery {
+                    topic: r.string("topic")?,
+                    partition: r.u32("partition")?,
+                    records: r.bytes("records")?,
+                    ranges: r.array("ranges", 14, |r| {
+                        Ok(DeliveredRange {
+                            first_offset: r.u64("first offset")?,
+                            count: r.u32("count")?,
+                            attempt: r.u16("attempt")?,
+                        })
+                    })?,
+                })
+            })?,
+        })
+    }
+}
+
+/// Pull: up to `max_messages` from the member's partitions, waiting up to
+/// `max_wait_ms` for at least one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollGroupRequest {
+    pub member: MemberRef,
+    pub max_messages: u32,
+    pub max_bytes: u32,
+    pub max_wait_ms: u32,
+}
+
+impl Payload for PollGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        self.member.write(w);
+        w.u32(self.max_messages)
+            .u32(self.max_bytes)
+            .u32(self.max_wait_ms);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(PollGroupRequest {
+            member: MemberRef::read(r)?,
+            max_messages: r.u32("max messages")?,
+            max_bytes: r.u32("max bytes")?,
+            max_wait_ms: r.u32("max wait")?,
+        })
+    }
+}
+
+impl RequestPayload for PollGroupRequest {
+    const OP: Op = Op::PollGroup;
+    type Response = GroupBatch;
+}
+
+/// Push: opens a subscription on this stream. The broker answers with a
+/// `GroupBatch` frame (carrying this request's id) whenever it has messages
+/// and credit, until the stream closes, the member leaves, or an error
+/// frame ends it. Credit starts at `credit` messages and grows by each
+/// `GrantCredit`; every message pushed uses one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    pub member: MemberRef,
+    pub credit: u32,
+    pub max_bytes: u32,
+}
+
+impl Payload for SubscribeRequest {
+    fn write(&self, w: &mut Writer) {
+        self.member.write(w);
+        w.u32(self.credit).u32(self.max_bytes);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(SubscribeRequest {
+            member: MemberRef::read(r)?,
+            credit: r.u32("credit")?,
+            max_bytes: r.u32("max bytes")?,
+        })
+    }
+}
+
+impl RequestPayload for SubscribeRequest {
+    const OP: Op = Op::Subscribe;
+    type Response = GroupBatch;
+}
+
+/// Adds credit to a member's subscription. One-way: no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantCreditRequest {
+    pub member: MemberRef,
+    pub messages: u32,
+}
+
+impl Payload for GrantCreditRequest {
+    fn write(&self, w: &mut Writer) {
+        self.member.write(w);
+        w.u32(self.messages);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(GrantCreditRequest {
+            member: MemberRef::read(r)?,
+            messages: r.u32("credit")?,
+        })
+    }
+}
+
+impl RequestPayload for GrantCreditRequest {
+    const OP: Op = Op::GrantCredit;
+    type Response = super::Empty;
+}
+
+/// Offsets `first_offset .. first_offset + count` of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    pub first_offset: u64,
+    pub count: u32,
+}
+
+/// Acked ranges of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAcks {
+    pub topic: String,
+    pub partition: u32,
+    pub ranges: Vec<OffsetRange>,
+}
+
+/// What to do with a message that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NackAction {
+    /// Retry after the group's ladder delay for the attempt.
+    Retry,
+    /// Retry after this many milliseconds.
+    RetryAfter(u32),
+    /// Give up now: straight to the dead-letter topic.
+    DeadLetter,
+}
+
+/// One failed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nack {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub action: NackAction,
+    /// Why it failed; kept in the dead-letter header.
+    pub reason: String,
+}
+
+/// Settles delivered messages: acks (done) and nacks (failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRequest {
+    pub member: MemberRef,
+    pub acks: Vec<PartitionAcks>,
+    pub nacks: Vec<Nack>,
+}
+
+/// How many of the request's messages were settled. Acks for messages no
+/// longer in flight (already settled, or their ack timed out and they went
+/// to another member that settled them) count as stale and change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AckResponse {
+    pub settled: u32,
+    pub stale: u32,
+}
+
+impl Payload for AckRequest {
+    fn write(&self, w: &mut Writer) {
+        self.member.write(w);
+        w.count(self.acks.len());
+        for a in &self.acks {
+            w.string(&a.topic).u32(a.partition).count(a.ranges.len());
+            for r in &a.ranges {
+                w.u64(r.first_offset).u32(r.count);
+            }
+        }
+        w.count(self.nacks.len());
+        for n in &self.nacks {
+            w.string(&n.topic).u32(n.partition).u64(n.offset);
+            match n.action {
+                NackAction::Retry => w.u8(0).u32(0),
+                NackAction::RetryAfter(ms) => w.u8(1).u32(ms),
+                NackAction::DeadLetter => w.u8(2).u32(0),
+            };
+            w.string(&n.reason);
+        }
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(AckRequest {
+            member: MemberRef::read(r)?,
+            acks: r.array("acks", 10, |r| {
+                Ok(PartitionAcks {
+                    topic: r.string("topic")?,
+                    partition: r.u32("partition")?,
+                    ranges: r.array("ranges", 12, |r| {
+                        Ok(OffsetRange {
+                            first_offset: r.u64("first offset")?,
+                            count: r.u32("count")?,
+                        })
+                    })?,
+                })
+            })?,
+            nacks: r.array("nacks", 21, |r| {
+                let topic = r.string("topic")?;
+                let partition = r.u32("partition")?;
+                let offset = r.u64("offset")?;
+                let kind = r.u8("nack action")?;
+                let ms = r.u32("retry delay")?;
+                let action = match kind {
+                    0 => NackAction::Retry,
+                    1 => NackAction::RetryAfter(ms),
+                    2 => NackAction::DeadLetter,
+                    v => {
+                        return Err(DecodeError::InvalidValue {
+                            what: "nack action",
+                            value: v.into(),
+                        });
+                    }
+                };
+                Ok(Nack {
+                    topic,
+                    partition,
+                    offset,
+                    action,
+                    reason: r.string("reason")?,
+                })
+            })?,
+        })
+    }
+}
+
+impl Payload for AckResponse {
+    fn write(&self, w: &mut Writer) {
+        w.u32(self.settled).u32(self.stale);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(AckResponse {
+            settled: r.u32("settled")?,
+            stale: r.u32("stale")?,
+        })
+    }
+}
+
+impl RequestPayload for AckRequest {
+    const OP: Op = Op::Ack;
+    type Response = AckResponse;
+}
+
+// ---------------------------------------------------------------- admin
+
+/// Names a group; the payload of describe, delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub group: String,
+}
+
+impl Payload for GroupRef {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(GroupRef {
+            group: r.string("group")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: String,
+    pub client_id: String,
+    pub assignment: Vec<TopicPartition>,
+    /// Messages delivered to it and not yet settled.
+    pub in_flight: u64,
+}
+
+/// A partition's progress for the group (for broadcast groups: for one
+/// member instance, named in `instance_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub instance_id: String,
+    /// The first offset not yet settled (what a restart resumes from).
+    pub committed: u64,
+    pub high_watermark: u64,
+    /// `high_watermark - committed`.
+    pub lag: u64,
+    pub in_flight: u64,
+    /// Member that owns it now; empty when none.
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group: String,
+    pub settings: GroupSettings,
+    pub generation: u32,
+    pub members: Vec<MemberDescription>,
+    pub partitions: Vec<PartitionLag>,
+    pub retry_topic: String,
+    pub dead_letter_topic: String,
+    /// Dead letters not yet re-driven.
+    pub dead_letters: u64,
+}
+
+impl GroupDescription {
+    /// Total lag over the partitions (the retry topic's included).
+    pub fn total_lag(&self) -> u64 {
+        self.partitions.iter().map(|p| p.lag).sum()
+    }
+}
+
+impl Payload for GroupDescription {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group);
+        self.settings.write(w);
+        w.u32(self.generation).count(self.members.len());
+        for m in &self.members {
+            w.string(&m.member_id)
+                .string(&m.instance_id)
+                .string(&m.client_id);
+            write_partitions(w, &m.assignment);
+            w.u64(m.in_flight);
+        }
+        w.count(self.partitions.len());
+        for p in &self.partitions {
+            w.string(&p.topic)
+                .u32(p.partition)
+                .string(&p.instance_id)
+                .u64(p.committed)
+                .u64(p.high_watermark)
+                .u64(p.lag)
+                .u64(p.in_flight)
+                .string(&p.owner);
+        }
+        w.string(&self.retry_topic)
+            .string(&self.dead_letter_topic)
+            .u64(self.dead_letters);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(GroupDescription {
+            group: r.string("group")?,
+            settings: GroupSettings::read(r)?,
+            generation: r.u32("generation")?,
+            members: r.array("members", 18, |r| {
+                Ok(MemberDescription {
+                    member_id: r.string("member id")?,
+                    instance_id: r.string("instance id")?,
+                    client_id: r.string("client id")?,
+                    assignment: read_partitions(r)?,
+                    in_flight: r.u64("in flight")?,
+                })
+            })?,
+            partitions: r.array("partitions", 44, |r| {
+                Ok(PartitionLag {
+                    topic: r.string("topic")?,
+                    partition: r.u32("partition")?,
+                    instance_id: r.string("instance id")?,
+                    committed: r.u64("committed")?,
+                    high_watermark: r.u64("high watermark")?,
+                    lag: r.u64("lag")?,
+                    in_flight: r.u64("in flight")?,
+                    owner: r.string("owner")?,
+                })
+            })?,
+            retry_topic: r.string("retry topic")?,
+            dead_letter_topic: r.string("dead-letter topic")?,
+            dead_letters: r.u64("dead letters")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeGroupRequest(pub GroupRef);
+
+impl Payload for DescribeGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        self.0.write(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        GroupRef::read(r).map(DescribeGroupRequest)
+    }
+}
+
+impl RequestPayload for DescribeGroupRequest {
+    const OP: Op = Op::DescribeGroup;
+    type Response = GroupDescription;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListGroupsRequest;
+
+impl Payload for ListGroupsRequest {
+    fn write(&self, _: &mut Writer) {}
+    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(ListGroupsRequest)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group: String,
+    pub topic: String,
+    pub mode: GroupMode,
+    pub members: u32,
+    pub lag: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListGroupsResponse {
+    pub groups: Vec<GroupSummary>,
+}
+
+impl Payload for ListGroupsResponse {
+    fn write(&self, w: &mut Writer) {
+        w.count(self.groups.len());
+        for g in &self.groups {
+            w.string(&g.group)
+                .string(&g.topic)
+                .u8(g.mode.to_u8())
+                .u32(g.members)
+                .u64(g.lag)
+                .u64(g.dead_letters);
+        }
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(ListGroupsResponse {
+            groups: r.array("groups", 25, |r| {
+                Ok(GroupSummary {
+                    group: r.string("group")?,
+                    topic: r.string("topic")?,
+                    mode: GroupMode::from_u8(r.u8("group mode")?)?,
+                    members: r.u32("members")?,
+                    lag: r.u64("lag")?,
+                    dead_letters: r.u64("dead letters")?,
+                })
+            })?,
+        })
+    }
+}
+
+impl RequestPayload for ListGroupsRequest {
+    const OP: Op = Op::ListGroups;
+    type Response = ListGroupsResponse;
+}
+
+/// Where to move a group's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// An offset-spec position (earliest, latest, or a time).
+    Spec(OffsetSpec),
+    /// This exact offset (clamped to what the partition holds).
+    Offset(u64),
+}
+
+/// Rewinds or skips a group: every named partition (all when empty) of its
+/// topic moves to the position; messages in flight are forgotten (their
+/// late acks count as stale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetGroupRequest {
+    pub group: String,
+    pub partitions: Vec<u32>,
+    pub to: ResetTo,
+}
+
+impl Payload for ResetGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group).count(self.partitions.len());
+        for p in &self.partitions {
+            w.u32(*p);
+        }
+        match self.to {
+            ResetTo::Spec(s) => w.u8(0).i64(s.to_i64()),
+            ResetTo::Offset(o) => w.u8(1).i64(o as i64),
+        };
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        let group = r.string("group")?;
+        let partitions = r.array("partitions", 4, |r| r.u32("partition"))?;
+        let kind = r.u8("reset kind")?;
+        let value = r.i64("reset position")?;
+        let to = match kind {
+            0 => ResetTo::Spec(OffsetSpec::from_i64(value)?),
+            1 if value >= 0 => ResetTo::Offset(value as u64),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    what: "reset position",
+                    value,
+                });
+            }
+        };
+        Ok(ResetGroupRequest {
+            group,
+            partitions,
+            to,
+        })
+    }
+}
+
+/// The new positions, per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetGroupResponse {
+    pub positions: Vec<(TopicPartition, u64)>,
+}
+
+impl Payload for ResetGroupResponse {
+    fn write(&self, w: &mut Writer) {
+        w.count(self.positions.len());
+        for (tp, o) in &self.positions {
+            w.string(&tp.topic).u32(tp.partition).u64(*o);
+        }
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(ResetGroupResponse {
+            positions: r.array("positions", 14, |r| {
+                Ok((
+                    TopicPartition {
+                        topic: r.string("topic")?,
+                        partition: r.u32("partition")?,
+                    },
+                    r.u64("offset")?,
+                ))
+            })?,
+        })
+    }
+}
+
+impl RequestPayload for ResetGroupRequest {
+    const OP: Op = Op::ResetGroup;
+    type Response = ResetGroupResponse;
+}
+
+/// Sends up to `max` dead letters (0 = all) back to the group through its
+/// retry topic, with their attempts reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedriveRequest {
+    pub group: String,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedriveResponse {
+    pub redriven: u64,
+    /// Dead letters still waiting.
+    pub remaining: u64,
+}
+
+impl Payload for RedriveRequest {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.group).u32(self.max);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(RedriveRequest {
+            group: r.string("group")?,
+            max: r.u32("max")?,
+        })
+    }
+}
+
+impl Payload for RedriveResponse {
+    fn write(&self, w: &mut Writer) {
+        w.u64(self.redriven).u64(self.remaining);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(RedriveResponse {
+            redriven: r.u64("redriven")?,
+            remaining: r.u64("remaining")?,
+        })
+    }
+}
+
+impl RequestPayload for RedriveRequest {
+    const OP: Op = Op::Redrive;
+    type Response = RedriveResponse;
+}
+
+/// Forgets a group with no live members: its settings and positions. Its
+/// retry and dead-letter topics stay until deleted like any topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupRequest(pub GroupRef);
+
+impl Payload for DeleteGroupRequest {
+    fn write(&self, w: &mut Writer) {
+        self.0.write(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        GroupRef::read(r).map(DeleteGroupRequest)
+    }
+}
+
+impl RequestPayload for DeleteGroupRequest {
+    const OP: Op = Op::DeleteGroup;
+    type Response = super::Empty;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<P: Payload + PartialEq + std::fmt::Debug>(p: P) {
+        assert_eq!(P::decode(p.encode()).unwrap(), p);
+    }
+
+    fn member() -> MemberRef {
+        MemberRef {
+            group: "g".into(),
+            member_id: "m-1".into(),
+        }
+    }
+
+    #[test]
+    fn group_payloads_round_trip() {
+        let settings = GroupSettings {
+            topic: "orders".into(),
+            mode: GroupMode::Broadcast,
+            ordered: true,
+            tag_filter: "a AND NOT b".into(),
+            start: OffsetSpec::Timestamp(1_700_000_000_000),
+            ack_timeout_ms: 5000,
+            max_attempts: 3,
+            retry_ladder_ms: vec![10, 20],
+            max_in_flight: 100,
+        };
+        round_trip(JoinGroupRequest {
+            group: "g".into(),
+            member_id: String::new(),
+            instance_id: "host-1".into(),
+            session_timeout_ms: 10_000,
+            settings: settings.clone(),
+        });
+        let tp = TopicPartition {
+            topic: "orders".into(),
+            partition: 2,
+        };
+        round_trip(JoinGroupResponse {
+            member_id: "m-1".into(),
+            generation: 4,
+            heartbeat_interval_ms: 3000,
+            assignment: vec![tp.clone()],
+        });
+        round_trip(HeartbeatRequest(member()));
+        round_trip(LeaveGroupRequest(member()));
+        round_trip(PollGroupRequest {
+            member: member(),
+            max_messages: 10,
+            max_bytes: 1 << 20,
+            max_wait_ms: 100,
+        });
+        round_trip(SubscribeRequest {
+            member: member(),
+            credit: 64,
+            max_bytes: 1 << 20,
+        });
+        round_trip(GrantCreditRequest {
+            member: member(),
+            messages: 8,
+        });
+        round_trip(GroupBatch {
+            generation: 2,
+            deliveries: vec![GroupDelivery {
+                topic: "orders".into(),
+                partition: 1,
+                records: Bytes::from_static(b"batch"),
+                ranges: vec![DeliveredRange {
+                    first_offset: 5,
+                    count: 2,
+                    attempt: 1,
+                }],
+            }],
+        });
+        round_trip(AckRequest {
+            member: member(),
+            acks: vec![PartitionAcks {
+                topic: "orders".into(),
+                partition: 0,
+                ranges: vec![OffsetRange {
+                    first_offset: 1,
+                    count: 3,
+                }],
+            }],
+            nacks: vec![
+                Nack {
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: 9,
+                    action: NackAction::RetryAfter(250),
+                    reason: "db down".into(),
+                },
+                Nack {
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: 10,
+                    action: NackAction::DeadLetter,
+                    reason: "bad".into(),
+                },
+            ],
+        });
+        round_trip(AckResponse {
+            settled: 3,
+            stale: 1,
+        });
+        round_trip(GroupDescription {
+            group: "g".into(),
+            settings,
+            generation: 3,
+            members: vec![MemberDescription {
+                member_id: "m-1".into(),
+                instance_id: "i".into(),
+                client_id: "c".into(),
+                assignment: vec![tp.clone()],
+                in_flight: 7,
+            }],
+            partitions: vec![PartitionLag {
+                topic: "orders".into(),
+                partition: 2,
+                instance_id: String::new(),
+                committed: 10,
+                high_watermark: 15,
+                lag: 5,
+                in_flight: 2,
+                owner: "m-1".into(),
+            }],
+            retry_topic: "sluice.retry.g".into(),
+            dead_letter_topic: "sluice.dlq.g".into(),
+            dead_letters: 1,
+        });
+        round_trip(ListGroupsResponse {
+            groups: vec![GroupSummary {
+                group: "g".into(),
+                topic: "orders".into(),
+                mode: GroupMode::Clustering,
+                members: 2,
+                lag: 5,
+                dead_letters: 0,
+            }],
+        });
+        round_trip(ResetGroupRequest {
+            group: "g".into(),
+            partitions: vec![0, 1],
+            to: ResetTo::Offset(42),
+        });
+        round_trip(ResetGroupRequest {
+            group: "g".into(),
+            partitions: vec![],
+            to: ResetTo::Spec(OffsetSpec::Timestamp(5)),
+        });
+        round_trip(ResetGroupResponse {
+            positions: vec![(tp, 3)],
+        });
+        round_trip(RedriveRequest {
+            group: "g".into(),
+            max: 0,
+        });
+        round_trip(RedriveResponse {
+            redriven: 4,
+            remaining: 0,
+        });
+        round_trip(DeleteGroupRequest(GroupRef { group: "g".into() }));
+    }
+
+    #[test]
+    fn bad_enums_are_refused() {
+        let mut w = Writer::new();
+        member().write(&mut w);
+        w.count(0).count(1).string("t").u32(0).u64(1).u8(9).u32(0).string("");
+        assert!(matches!(
+            AckRequest::decode(w.finish()),
+            Err(DecodeError::InvalidValue {
+                what: "nack action",
+                ..
+            })
+        ));
+    }
+}
