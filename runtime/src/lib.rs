@@ -30,6 +30,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod groups;
 pub mod log;
 pub mod meta;
 pub mod net;

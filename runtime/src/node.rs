@@ -116,6 +116,7 @@ impl Node {
             settings,
         ));
         tokio::spawn(scheduler.run(broker.shutdown_token().clone()));
+        tokio::spawn(broker.groups().clone().run(broker.shutdown_token().clone()));
         let limits = ServerLimits {
             max_connections: config.limits.max_connections,
             max_streams_per_connection: config.limits.max_streams_per_connection,

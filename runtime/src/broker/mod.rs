@@ -6,8 +6,10 @@
 //! → [`Broker::produce_complete`] (waits for durability) → back to net.
 
 mod delay;
+mod group;
 
 pub use delay::sched_error;
+pub use group::group_error;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
+use crate::groups::Groups;
 use crate::log::{LogError, Partition, PendingAppend, TopicConfig};
 use crate::meta::MetaError;
 use crate::sched::Scheduler;
@@ -77,6 +80,7 @@ pub struct Session {
 pub struct Broker {
     store: Arc<Store>,
     scheduler: Arc<Scheduler>,
+    groups: Arc<Groups>,
     clock: Arc<dyn Clock>,
     settings: BrokerSettings,
     shutdown: CancellationToken,
@@ -102,9 +106,16 @@ impl Broker {
         clock: Arc<dyn Clock>,
         settings: BrokerSettings,
     ) -> Broker {
+        let groups = Arc::new(Groups::new(
+            store.clone(),
+            scheduler.clone(),
+            clock.clone(),
+            &settings.topic_defaults,
+        ));
         Broker {
             store,
             scheduler,
+            groups,
             clock,
             settings,
             shutdown: CancellationToken::new(),
@@ -134,6 +145,9 @@ impl Broker {
         self.shutdown.cancel();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Err(e) = self.groups.flush() {
+            tracing::warn!(error = %e, "could not commit group offsets at shutdown");
         }
         self.store.close()
     }
@@ -189,6 +203,18 @@ impl Broker {
     // ------------------------------------------------------------ topics
 
     pub async fn create_topic(&self, req: CreateTopicRequest) -> Result<(), WireError> {
+        if req
+            .name
+            .starts_with(sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX)
+        {
+            return Err(WireError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "topic names starting with {:?} are reserved for the broker's own topics",
+                    sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX
+                ),
+            ));
+        }
         let mut config = self.settings.topic_defaults.clone();
         if req.partitions > 0 {
             config.partitions = req.partitions;

@@ -50,6 +50,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_TOPICS,
     CF_GROUP_OFFSETS,
     CF_CLUSTER,
+    crate::groups::CF_GROUPS,
     crate::sched::CF_DELAYS,
     crate::sched::CF_DELAY_IDS,
     crate::sched::CF_DELAY_TOPICS,

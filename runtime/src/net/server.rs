@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -193,6 +193,9 @@ impl Server {
 
 /// Per-connection state shared by its streams.
 struct ConnectionState {
+    /// Unique per connection in this broker run; group members joined over
+    /// it leave when it closes.
+    id: u64,
     broker: Arc<Broker>,
     /// Set by the last successful handshake on any of the connection's streams.
     session: parking_lot::Mutex<Option<Session>>,
@@ -204,7 +207,9 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, limits: 
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
     let shutdown = broker.shutdown_token().clone();
+    static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
     let state = Arc::new(ConnectionState {
+        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         broker,
         session: parking_lot::Mutex::new(None),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connection as usize)),
@@ -226,6 +231,7 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, limits: 
             }
         }
     }
+    state.broker.connection_closed(state.id);
     streams.close();
     streams.wait().await;
     conn.close(close_code::OK.into(), b"SHUTTING_DOWN: broker stopped");
@@ -356,6 +362,32 @@ async fn dispatch(
     }
     let tx = tx.clone();
     match request {
+        Request::GrantCredit(req) => {
+            // One-way: no response, even on error (the subscription itself
+            // reports an unknown member).
+            if let Ok(credit) = broker.group_credit(&req.member) {
+                credit.add(req.messages);
+            }
+            drop(permit);
+        }
+        Request::Subscribe(req) => {
+            // Runs for as long as the subscription; it does not hold an
+            // in-flight permit.
+            drop(permit);
+            tokio::spawn(push(broker, request_id, req, tx));
+        }
+        Request::JoinGroup(req) => {
+            let session = state.session.lock().clone().expect("checked above");
+            let connection = state.id;
+            tokio::spawn(async move {
+                let frame = match broker.join_group(req, &session, connection).await {
+                    Ok(r) => encode(Op::JoinGroup.response_op(), request_id, &r.encode()),
+                    Err(e) => error_frame(request_id, &e),
+                };
+                let _ = tx.send(frame);
+                drop(permit);
+            });
+        }
         Request::Produce(req) => {
             let acks = req.acks;
             // Written here, in stream order; durability is awaited in a task.
@@ -412,9 +444,102 @@ async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
         Request::Schedule(r) => ok(Op::Schedule, request_id, broker.schedule(r).await),
         Request::CancelDelays(r) => ok(Op::CancelDelays, request_id, broker.cancel_delays(r).await),
         Request::ListDelays(r) => ok(Op::ListDelays, request_id, broker.list_delays(r).await),
-        Request::Handshake(_) | Request::Produce(_) => error_frame(
+        Request::Heartbeat(r) => ok(Op::Heartbeat, request_id, broker.heartbeat(&r.0)),
+        Request::LeaveGroup(r) => ok(
+            Op::LeaveGroup,
+            request_id,
+            broker.leave_group(&r.0).map(|_| Empty),
+        ),
+        Request::PollGroup(r) => ok(Op::PollGroup, request_id, broker.poll_group(r).await),
+        Request::Ack(r) => ok(Op::Ack, request_id, broker.ack(r).await),
+        Request::DescribeGroup(r) => ok(
+            Op::DescribeGroup,
+            request_id,
+            broker.describe_group(r.0.group).await,
+        ),
+        Request::ListGroups(_) => ok(Op::ListGroups, request_id, broker.list_groups().await),
+        Request::ResetGroup(r) => ok(Op::ResetGroup, request_id, broker.reset_group(r).await),
+        Request::Redrive(r) => ok(Op::Redrive, request_id, broker.redrive(r).await),
+        Request::DeleteGroup(r) => ok(
+            Op::DeleteGroup,
+            request_id,
+            broker.delete_group(r.0.group).await.map(|_| Empty),
+        ),
+        Request::Handshake(_)
+        | Request::Produce(_)
+        | Request::JoinGroup(_)
+        | Request::Subscribe(_)
+        | Request::GrantCredit(_) => error_frame(
             request_id,
             &WireError::new(ErrorCode::Internal, "dispatched twice"),
         ),
+    }
+}
+
+/// A push subscription: sends a `GroupBatch` frame whenever the member has
+/// messages and credit, until the stream closes, the member is gone (an
+/// error frame says why) or the broker stops.
+async fn push(
+    broker: Arc<Broker>,
+    request_id: u32,
+    req: sluice_protocol::ops::SubscribeRequest,
+    tx: mpsc::UnboundedSender<Bytes>,
+) {
+    let credit = match broker.group_credit(&req.member) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(error_frame(request_id, &e));
+            return;
+        }
+    };
+    credit.add(req.credit);
+    let shutdown = broker.shutdown_token().clone();
+    // Long enough to be cheap, short enough that polling keeps the
+    // member's session alive and notices a closed stream.
+    let wait = Duration::from_millis(250);
+    loop {
+        if tx.is_closed() || shutdown.is_cancelled() {
+            return;
+        }
+        let available = credit.available();
+        if available == 0 {
+            let changed = credit.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if credit.available() == 0 {
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(wait) => {
+                        // Still a live member? (Keeps the session alive too.)
+                        if let Err(e) = broker.heartbeat(&req.member) {
+                            let _ = tx.send(error_frame(request_id, &e));
+                            return;
+                        }
+                    }
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            continue;
+        }
+        let limit = crate::groups::push_batch_limit(available);
+        let poll = sluice_protocol::ops::PollGroupRequest {
+            member: req.member.clone(),
+            max_messages: limit,
+            max_bytes: req.max_bytes,
+            max_wait_ms: wait.as_millis() as u32,
+        };
+        match broker.poll_group(poll).await {
+            Ok(batch) if batch.deliveries.is_empty() => {}
+            Ok(batch) => {
+                let frame = encode(Op::Subscribe.response_op(), request_id, &batch.encode());
+                if tx.send(frame).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(error_frame(request_id, &e));
+                return;
+            }
+        }
     }
 }

@@ -1,0 +1,115 @@
+//! Dispatch of consumer-group requests: membership, pull and push
+//! delivery, acks, and the admin views. The work is in `groups`; this
+//! layer moves it off the async workers and maps errors to wire codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::ops::{
+    AckRequest, AckResponse, GroupBatch, GroupDescription, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, ListGroupsResponse, MemberRef, PollGroupRequest, RedriveRequest,
+    RedriveResponse, ResetGroupRequest, ResetGroupResponse,
+};
+use sluice_protocol::{ErrorCode, WireError};
+
+use super::{Broker, Session, blocking, log_error, meta_error, sched_error, store_error};
+use crate::groups::{Credit, GroupError, Groups};
+
+/// The wire error for a group error.
+pub fn group_error(e: GroupError) -> WireError {
+    match e {
+        GroupError::UnknownGroup(_) => WireError::new(ErrorCode::UnknownGroup, e.to_string()),
+        GroupError::UnknownMember { .. } => {
+            WireError::new(ErrorCode::UnknownMember, e.to_string())
+        }
+        GroupError::Inconsistent(m) => WireError::new(ErrorCode::InconsistentGroup, m),
+        GroupError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
+        GroupError::Log(e) => log_error(e),
+        GroupError::Meta(e) => meta_error(e),
+        GroupError::Store(e) => store_error(e),
+        GroupError::Sched(e) => sched_error(e),
+    }
+}
+
+impl Broker {
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
+    }
+
+    async fn on_groups<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Groups) -> Result<T, GroupError> + Send + 'static,
+    ) -> Result<T, WireError> {
+        let groups = self.groups.clone();
+        blocking(move || f(&groups)).await?.map_err(group_error)
+    }
+
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        session: &Session,
+        connection: u64,
+    ) -> Result<JoinGroupResponse, WireError> {
+        let client_id = session.client_id.clone();
+        self.on_groups(move |g| g.join(req, &client_id, connection))
+            .await
+    }
+
+    pub fn heartbeat(&self, m: &MemberRef) -> Result<HeartbeatResponse, WireError> {
+        self.groups.heartbeat(m).map_err(group_error)
+    }
+
+    pub fn leave_group(&self, m: &MemberRef) -> Result<(), WireError> {
+        self.groups.leave(m).map_err(group_error)
+    }
+
+    pub async fn poll_group(&self, req: PollGroupRequest) -> Result<GroupBatch, WireError> {
+        self.groups
+            .poll(
+                &req.member,
+                req.max_messages,
+                req.max_bytes,
+                Duration::from_millis(req.max_wait_ms.into()),
+                &self.shutdown,
+            )
+            .await
+            .map_err(group_error)
+    }
+
+    /// The member's push credit (for a subscription).
+    pub fn group_credit(&self, m: &MemberRef) -> Result<Arc<Credit>, WireError> {
+        self.groups.credit(m).map_err(group_error)
+    }
+
+    pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, WireError> {
+        self.on_groups(move |g| g.ack(&req)).await
+    }
+
+    pub async fn describe_group(&self, group: String) -> Result<GroupDescription, WireError> {
+        self.on_groups(move |g| g.describe(&group)).await
+    }
+
+    pub async fn list_groups(&self) -> Result<ListGroupsResponse, WireError> {
+        self.on_groups(|g| g.list()).await
+    }
+
+    pub async fn reset_group(
+        &self,
+        req: ResetGroupRequest,
+    ) -> Result<ResetGroupResponse, WireError> {
+        self.on_groups(move |g| g.reset(&req)).await
+    }
+
+    pub async fn redrive(&self, req: RedriveRequest) -> Result<RedriveResponse, WireError> {
+        self.on_groups(move |g| g.redrive(&req.group, req.max)).await
+    }
+
+    pub async fn delete_group(&self, group: String) -> Result<(), WireError> {
+        self.on_groups(move |g| g.delete(&group)).await
+    }
+
+    /// A connection ended: its group members leave at once.
+    pub fn connection_closed(&self, connection: u64) {
+        self.groups.connection_closed(connection);
+    }
+}
