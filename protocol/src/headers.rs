@@ -29,7 +29,7 @@ pub const ORIGIN_PARTITION: &str = "sluice.origin-partition";
 /// On retry and dead-letter copies: its offset there (`u64` BE).
 pub const ORIGIN_OFFSET: &str = "sluice.origin-offset";
 /// On a dead letter: why its last delivery failed (UTF-8): the consumer's
-/// nack reason, or `ack timeout`.
+/// nack reason (`failed` when it gave none), or `ack timeout`.
 pub const DEAD_REASON: &str = "sluice.dead-reason";
 /// Prefix of every reserved header name.
 pub const RESERVED_PREFIX: &str = "sluice.";

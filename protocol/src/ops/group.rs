@@ -90,7 +90,9 @@ pub struct GroupSettings {
     /// Delay before retry n (the last entry repeats); empty = the broker's
     /// default ladder.
     pub retry_ladder_ms: Vec<u32>,
-    /// Messages in flight (delivered, not settled) per partition at most.
+    /// Messages per partition read ahead of the committed offset at most
+    /// (delivered, waiting for their key, or retrying in place): bounds the
+    /// broker's memory and how far a stuck message lets the others run ahead.
     pub max_in_flight: u32,
 }
 
@@ -411,8 +413,9 @@ impl RequestPayload for PollGroupRequest {
 /// Push: opens a subscription on this stream. The broker answers with a
 /// `GroupBatch` frame (carrying this request's id) whenever it has messages
 /// and credit, until the stream closes, the member leaves, or an error
-/// frame ends it. Credit starts at `credit` messages and grows by each
-/// `GrantCredit`; every message pushed uses one.
+/// frame ends it. Credit starts at `credit` messages (whatever an earlier
+/// subscription of the member left is dropped) and grows by each
+/// `GrantCredit`; every message pushed uses one; polls do not use credit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeRequest {
     pub member: MemberRef,
@@ -1119,7 +1122,14 @@ mod tests {
     fn bad_enums_are_refused() {
         let mut w = Writer::new();
         member().write(&mut w);
-        w.count(0).count(1).string("t").u32(0).u64(1).u8(9).u32(0).string("");
+        w.count(0)
+            .count(1)
+            .string("t")
+            .u32(0)
+            .u64(1)
+            .u8(9)
+            .u32(0)
+            .string("");
         assert!(matches!(
             AckRequest::decode(w.finish()),
             Err(DecodeError::InvalidValue {

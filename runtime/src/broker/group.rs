@@ -19,11 +19,10 @@ use crate::groups::{Credit, GroupError, Groups};
 pub fn group_error(e: GroupError) -> WireError {
     match e {
         GroupError::UnknownGroup(_) => WireError::new(ErrorCode::UnknownGroup, e.to_string()),
-        GroupError::UnknownMember { .. } => {
-            WireError::new(ErrorCode::UnknownMember, e.to_string())
-        }
+        GroupError::UnknownMember { .. } => WireError::new(ErrorCode::UnknownMember, e.to_string()),
         GroupError::Inconsistent(m) => WireError::new(ErrorCode::InconsistentGroup, m),
         GroupError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
+        GroupError::Internal(m) => WireError::new(ErrorCode::Internal, m),
         GroupError::Log(e) => log_error(e),
         GroupError::Meta(e) => meta_error(e),
         GroupError::Store(e) => store_error(e),
@@ -101,7 +100,8 @@ impl Broker {
     }
 
     pub async fn redrive(&self, req: RedriveRequest) -> Result<RedriveResponse, WireError> {
-        self.on_groups(move |g| g.redrive(&req.group, req.max)).await
+        self.on_groups(move |g| g.redrive(&req.group, req.max))
+            .await
     }
 
     pub async fn delete_group(&self, group: String) -> Result<(), WireError> {

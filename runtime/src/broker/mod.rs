@@ -228,16 +228,22 @@ impl Broker {
             .max_batch_bytes
             .min(self.settings.max_message_bytes());
         let store = self.store.clone();
+        let name = req.name.clone();
         blocking(move || store.create_topic(&req.name, config).map(|_| ()))
             .await?
-            .map_err(store_error)
+            .map_err(store_error)?;
+        self.groups.topic_changed(&name);
+        Ok(())
     }
 
     pub async fn delete_topic(&self, req: DeleteTopicRequest) -> Result<(), WireError> {
         let store = self.store.clone();
+        let name = req.name.clone();
         blocking(move || store.delete_topic(&req.name))
             .await?
-            .map_err(store_error)
+            .map_err(store_error)?;
+        self.groups.topic_changed(&name);
+        Ok(())
     }
 
     pub fn list_topics(&self) -> ListTopicsResponse {

@@ -7,7 +7,7 @@
 //! how many deliveries failed (`sluice.attempt`).
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::batch::{BatchBuilder, BatchIter};
+use sluice_protocol::batch::{BatchBuilder, BatchIter, Record};
 use sluice_protocol::headers;
 use sluice_protocol::ops::DelayedRecord;
 
@@ -47,18 +47,7 @@ pub fn read_record(partition: &Partition, offset: u64) -> Result<DelayedRecord, 
         for batch in BatchIter::new(chunk).flatten() {
             for r in batch.records().flatten() {
                 if r.offset == offset {
-                    return Ok(DelayedRecord {
-                        key: r.key.map(Bytes::copy_from_slice),
-                        value: Bytes::copy_from_slice(r.value.unwrap_or_default()),
-                        headers: r
-                            .headers()
-                            .flatten()
-                            .map(|(k, v)| {
-                                (k.to_owned(), Bytes::copy_from_slice(v.unwrap_or_default()))
-                            })
-                            .collect(),
-                        timestamp: r.timestamp,
-                    });
+                    return Ok(owned(&r));
                 }
             }
         }
@@ -68,6 +57,20 @@ pub fn read_record(partition: &Partition, offset: u64) -> Result<DelayedRecord, 
         start: read.log_start_offset,
         end: read.high_watermark,
     })
+}
+
+/// A record copied out of the buffer it was read from.
+pub fn owned(r: &Record<'_>) -> DelayedRecord {
+    DelayedRecord {
+        key: r.key.map(Bytes::copy_from_slice),
+        value: Bytes::copy_from_slice(r.value.unwrap_or_default()),
+        headers: r
+            .headers()
+            .flatten()
+            .map(|(k, v)| (k.to_owned(), Bytes::copy_from_slice(v.unwrap_or_default())))
+            .collect(),
+        timestamp: r.timestamp,
+    }
 }
 
 /// The copy to retry or dead-letter: origin headers kept if the source is
@@ -143,7 +146,11 @@ pub fn batch_of(records: &[DelayedRecord], now_ms: i64) -> BytesMut {
             .iter()
             .map(|(k, v)| (k.as_str(), Some(&v[..])))
             .collect();
-        let ts = if r.timestamp >= 0 { r.timestamp } else { now_ms };
+        let ts = if r.timestamp >= 0 {
+            r.timestamp
+        } else {
+            now_ms
+        };
         b.push(ts, r.key.as_deref(), Some(&r.value), &hs);
     }
     BytesMut::from(&b.finish()[..])
@@ -197,11 +204,17 @@ mod tests {
             get(&second, headers::ORIGIN_OFFSET),
             vec![&42u64.to_be_bytes()[..]]
         );
-        assert_eq!(get(&second, headers::ATTEMPT), vec![&2u32.to_be_bytes()[..]]);
+        assert_eq!(
+            get(&second, headers::ATTEMPT),
+            vec![&2u32.to_be_bytes()[..]]
+        );
         assert_eq!(get(&second, headers::DEAD_REASON), vec![&b"boom"[..]]);
         assert_eq!(get(&second, headers::TAG), vec![&b"vip"[..]]);
         assert_eq!(get(&second, "p"), vec![&b"1"[..]]);
-        assert_eq!(attempts_of(get(&second, headers::ATTEMPT).first().copied()), 2);
+        assert_eq!(
+            attempts_of(get(&second, headers::ATTEMPT).first().copied()),
+            2
+        );
 
         let again = redriven_copy(second);
         assert!(get(&again, headers::ATTEMPT).is_empty());

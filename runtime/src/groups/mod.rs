@@ -30,8 +30,11 @@
 //! synchronous and the broker calls them off the async workers, except
 //! [`Groups::poll`], which waits asynchronously between synchronous takes.
 
+mod admin;
 mod assign;
 mod copies;
+mod deliver;
+mod settings;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,35 +43,32 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sluice_protocol::batch::BatchIter;
 use sluice_protocol::codec::{Reader, Writer};
-use sluice_protocol::headers;
 use sluice_protocol::ops::group::{dead_letter_topic, retry_topic};
 use sluice_protocol::ops::{
-    AckRequest, AckResponse, DeliveredRange, GroupBatch, GroupDelivery, GroupDescription,
-    GroupMode, GroupSettings, GroupSummary, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, ListGroupsResponse, MemberDescription, MemberRef, NackAction, OffsetSpec,
-    PartitionLag, RedriveResponse, ResetGroupRequest, ResetGroupResponse, ResetTo, TopicPartition,
+    AckRequest, AckResponse, GroupBatch, GroupMode, GroupSettings, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, MemberRef, NackAction, OffsetSpec, TopicPartition,
 };
 use sluice_protocol::tag_expr::TagExpr;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::log::{LogError, Partition, TopicConfig, validate_topic_name};
+use crate::log::{LogError, Partition, TopicConfig};
 use crate::meta::MetaError;
 use crate::sched::{Delivery, RetryLadder, SchedError, Scheduler};
 use crate::store::{Store, StoreError};
 
 use copies::Origin;
-use window::{Delivered, Expired, MemberSlot, NewMessage, SettleOutcome, Settled, Window};
+use deliver::{Budget, NewReader, redeliver};
+use settings::{
+    compile_filter, ladder_of, normalise, settings_diff, validate_group_name, validate_instance_id,
+};
+use window::{Expired, MemberSlot, SettleOutcome, Window};
 
 /// Group name → its settings (`GroupSettings` in wire encoding).
 pub const CF_GROUPS: &str = "groups";
 
-/// Longest group name: its retry and dead-letter topics must still be
-/// valid topic names.
-const MAX_GROUP_NAME: usize = 200;
 /// Fewest messages one push frame waits for before it is sent is 1; at
 /// most this many go in one.
 const MAX_PUSH_BATCH: u32 = 4096;
@@ -88,6 +88,8 @@ pub enum GroupError {
     Inconsistent(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -114,9 +116,17 @@ impl Credit {
         self.changed.notify_waiters();
     }
     pub fn available(&self) -> u32 {
-        self.available.load(Ordering::Acquire).clamp(0, u32::MAX.into()) as u32
+        self.available
+            .load(Ordering::Acquire)
+            .clamp(0, u32::MAX.into()) as u32
     }
-    fn spend(&self, n: usize) {
+    /// A new subscription starts from its own initial credit, not from
+    /// what an earlier one left.
+    pub fn reset(&self, n: u32) {
+        self.available.store(i64::from(n), Ordering::Release);
+        self.changed.notify_waiters();
+    }
+    pub fn spend(&self, n: usize) {
         self.available.fetch_sub(n as i64, Ordering::AcqRel);
     }
 }
@@ -269,8 +279,12 @@ pub struct Groups {
     member_seq: AtomicU64,
     /// Tells member ids of this broker run from those of earlier runs.
     run_id: i64,
-    /// Serialises offset commits so an older one never overwrites a newer.
-    commits: Mutex<()>,
+    /// Held while offsets are collected and written, so an older commit
+    /// never lands after a newer one (a reset). Taken before any group's
+    /// state lock.
+    commits: Mutex<Vec<Commit>>,
+    /// Serialises the creation of groups.
+    creating: Mutex<()>,
 }
 
 impl Groups {
@@ -294,7 +308,8 @@ impl Groups {
             groups: Mutex::new(HashMap::new()),
             member_seq: AtomicU64::new(1),
             run_id,
-            commits: Mutex::new(()),
+            commits: Mutex::new(Vec::new()),
+            creating: Mutex::new(()),
         }
     }
 
@@ -310,10 +325,11 @@ impl Groups {
     }
 
     fn live_member_group(&self, m: &MemberRef) -> Result<Arc<Group>> {
-        self.live(&m.group).ok_or_else(|| GroupError::UnknownMember {
-            group: m.group.clone(),
-            member: m.member_id.clone(),
-        })
+        self.live(&m.group)
+            .ok_or_else(|| GroupError::UnknownMember {
+                group: m.group.clone(),
+                member: m.member_id.clone(),
+            })
     }
 
     /// The group, loaded from the metadata store if needed.
@@ -346,17 +362,7 @@ impl Groups {
     fn fresh_state(&self, name: &str, settings: GroupSettings) -> Result<State> {
         let filter = compile_filter(&settings.tag_filter)?;
         let ladder = ladder_of(&settings);
-        let topic = self.store.log().topic(&settings.topic)?;
-        let mut partitions: Vec<TopicPartition> = (0..topic.partitions().len() as u32)
-            .map(|p| TopicPartition {
-                topic: settings.topic.clone(),
-                partition: p,
-            })
-            .collect();
-        partitions.push(TopicPartition {
-            topic: retry_topic(name),
-            partition: 0,
-        });
+        let partitions = self.subscribed(name, &settings.topic);
         Ok(State {
             settings,
             filter,
@@ -369,6 +375,47 @@ impl Groups {
             assignment: HashMap::new(),
             windows: HashMap::new(),
         })
+    }
+
+    /// The topic's partitions (none while it does not exist) and the retry
+    /// topic's one.
+    fn subscribed(&self, group: &str, topic: &str) -> Vec<TopicPartition> {
+        let count = self
+            .store
+            .log()
+            .topic(topic)
+            .map_or(0, |t| t.partitions().len() as u32);
+        let mut partitions: Vec<TopicPartition> = (0..count)
+            .map(|p| TopicPartition {
+                topic: topic.to_owned(),
+                partition: p,
+            })
+            .collect();
+        partitions.push(TopicPartition {
+            topic: retry_topic(group),
+            partition: 0,
+        });
+        partitions
+    }
+
+    /// A topic was created or deleted: groups reading it forget their
+    /// windows on it (a deleted topic's offsets are gone with it) and
+    /// reassign.
+    pub fn topic_changed(&self, topic: &str) {
+        let groups: Vec<_> = self.groups.lock().values().cloned().collect();
+        for g in groups {
+            let mut st = g.state.lock();
+            let reads = st.settings.topic == topic || g.retry_topic == topic;
+            if !reads {
+                continue;
+            }
+            st.windows.retain(|(_, tp), _| tp.topic != topic);
+            st.partitions = self.subscribed(&g.name, &st.settings.topic);
+            st.assignment.retain(|tp, _| tp.topic != topic);
+            st.rebalance();
+            drop(st);
+            g.changed.notify_waiters();
+        }
     }
 
     fn stored_settings(&self, name: &str) -> Result<Option<GroupSettings>> {
@@ -390,13 +437,14 @@ impl Groups {
         let meta = self.store.meta();
         let mut w = Writer::new();
         s.write(&mut w);
-        meta.db().put_cf_opt(
-            meta.cf(CF_GROUPS)?,
-            name.as_bytes(),
-            w.finish(),
-            meta.sync_write_options(),
-        )
-        .map_err(MetaError::from)?;
+        meta.db()
+            .put_cf_opt(
+                meta.cf(CF_GROUPS)?,
+                name.as_bytes(),
+                w.finish(),
+                meta.sync_write_options(),
+            )
+            .map_err(MetaError::from)?;
         Ok(())
     }
 
@@ -421,17 +469,24 @@ impl Groups {
         connection: u64,
     ) -> Result<JoinGroupResponse> {
         validate_group_name(&req.group)?;
+        validate_instance_id(&req.instance_id)?;
         let settings = normalise(req.settings)?;
         self.store.log().topic(&settings.topic)?;
-        let g = match self.load(&req.group) {
-            Ok(g) => g,
-            Err(GroupError::UnknownGroup(_)) => {
-                self.ensure_topic(&retry_topic(&req.group))?;
-                self.ensure_topic(&dead_letter_topic(&req.group))?;
-                self.store_settings(&req.group, &settings)?;
-                self.install(&req.group, settings.clone())?
+        // (Re)created here rather than only with the group: an operator may
+        // have deleted them.
+        self.ensure_topic(&retry_topic(&req.group))?;
+        self.ensure_topic(&dead_letter_topic(&req.group))?;
+        let g = {
+            // Two first joins at once must not both store their settings.
+            let _creating = self.creating.lock();
+            match self.load(&req.group) {
+                Ok(g) => g,
+                Err(GroupError::UnknownGroup(_)) => {
+                    self.store_settings(&req.group, &settings)?;
+                    self.install(&req.group, settings.clone())?
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let now = self.now();
         let mut st = g.state.lock();
@@ -446,9 +501,8 @@ impl Groups {
             }
             // Nobody is consuming: the group takes the new settings. Commit
             // what the old windows settled before they go.
-            let commits = collect_commits(&g, &mut st);
             drop(st);
-            self.write_commits(commits)?;
+            self.flush()?;
             self.store_settings(&g.name, &settings)?;
             let fresh = self.fresh_state(&g.name, settings)?;
             st = g.state.lock();
@@ -460,6 +514,7 @@ impl Groups {
             // A rejoin of a live member: same id, same assignment.
             let m = st.members.get_mut(&slot).expect("indexed member");
             m.last_seen = now;
+            m.connection = connection;
             return Ok(join_response(&st, slot));
         }
         let slot = st.next_slot;
@@ -581,7 +636,7 @@ impl Groups {
                 this.take(&g2, &m2, max_messages as usize, max_bytes as usize)
             })
             .await
-            .map_err(|e| GroupError::Invalid(format!("delivery task failed: {e}")))??;
+            .map_err(|e| GroupError::Internal(format!("delivery task failed: {e}")))??;
             if !batch.deliveries.is_empty()
                 || tokio::time::Instant::now() >= deadline
                 || shutdown.is_cancelled()
@@ -687,12 +742,6 @@ impl Groups {
             };
             reader.read(&partition, &key.1, w, &mut out, &mut budget);
         }
-        let n = out.message_count();
-        if n > 0
-            && let Ok((_, m)) = st.member(&g.name, &member.member_id)
-        {
-            m.credit.spend(n);
-        }
         Ok(out)
     }
 
@@ -710,10 +759,11 @@ impl Groups {
             return Ok(());
         }
         let (start, hw) = (partition.log_start_offset(), partition.high_watermark());
-        let committed =
-            self.store
-                .meta()
-                .committed_offset(&g.offset_owner(&key.0), &key.1.topic, key.1.partition)?;
+        let committed = self.store.meta().committed_offset(
+            &g.offset_owner(&key.0),
+            &key.1.topic,
+            key.1.partition,
+        )?;
         let mut w;
         match committed {
             Some(c) => {
@@ -766,18 +816,15 @@ impl Groups {
                     },
                 );
                 let w = st.windows.get_mut(&key);
-                let total: u64 = pa.ranges.iter().map(|r| u64::from(r.count)).sum();
                 let Some(w) = w else {
-                    resp.stale += total as u32;
+                    let total: u64 = pa.ranges.iter().map(|r| u64::from(r.count)).sum();
+                    resp.stale = resp.stale.saturating_add(total.min(u32::MAX.into()) as u32);
                     continue;
                 };
                 for r in &pa.ranges {
-                    for off in r.first_offset..r.first_offset.saturating_add(r.count.into()) {
-                        match w.ack(off) {
-                            Settled::Yes => resp.settled += 1,
-                            Settled::Stale => resp.stale += 1,
-                        }
-                    }
+                    let (settled, stale) = w.ack_range(r.first_offset, r.count);
+                    resp.settled = resp.settled.saturating_add(settled as u32);
+                    resp.stale = resp.stale.saturating_add(stale as u32);
                 }
             }
             let in_place = st.retries_in_place();
@@ -881,6 +928,7 @@ impl Groups {
         let copy = copies::failed_copy(source, &origin, job.attempt, job.dead.as_deref());
         match &job.dead {
             Some(reason) => {
+                self.ensure_topic(&g.dead_letter_topic)?;
                 let dlq = self.store.log().partition(&g.dead_letter_topic, 0)?;
                 dlq.append(copies::batch_of(&[copy], self.now()))?;
                 tracing::info!(group = %g.name, topic = %tp.topic, partition = tp.partition, offset = job.offset,
@@ -910,7 +958,6 @@ impl Groups {
     pub fn tick(&self) {
         let now = self.now();
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
-        let mut commits = Vec::new();
         for g in &groups {
             let mut jobs = Vec::new();
             let mut wake = false;
@@ -953,39 +1000,43 @@ impl Groups {
                 self.settle(g, jobs);
                 wake = true;
             }
-            commits.extend(collect_commits(g, &mut g.state.lock()));
             if wake {
                 g.changed.notify_waiters();
             }
         }
-        if let Err(e) = self.write_commits(commits) {
+        if let Err(e) = self.flush() {
             tracing::warn!(error = %e, "could not commit group offsets; will retry");
         }
     }
 
-    /// Commits every moved offset now (shutdown, reset).
+    /// Commits every moved offset now (every tick, and at shutdown). What
+    /// fails to be written is kept and written with the next call.
     pub fn flush(&self) -> Result<()> {
+        let mut pending = self.commits.lock();
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
-        let mut commits = Vec::new();
         for g in &groups {
-            commits.extend(collect_commits(g, &mut g.state.lock()));
+            pending.extend(collect_commits(g, &mut g.state.lock()));
         }
-        self.write_commits(commits)
+        let all = std::mem::take(&mut *pending);
+        if let Err(e) = self.write_offsets(&all) {
+            *pending = all;
+            return Err(e);
+        }
+        Ok(())
     }
 
-    fn write_commits(&self, commits: Vec<Commit>) -> Result<()> {
-        let _order = self.commits.lock();
-        let mut by_owner: BTreeMap<String, Vec<(String, u32, u64)>> = BTreeMap::new();
+    /// Writes offsets, one atomic write per owner; a later entry for the
+    /// same partition wins. Callers hold the `commits` lock.
+    fn write_offsets(&self, commits: &[Commit]) -> Result<()> {
+        let mut by_owner: BTreeMap<&str, Vec<(&str, u32, u64)>> = BTreeMap::new();
         for c in commits {
             by_owner
-                .entry(c.owner)
+                .entry(&c.owner)
                 .or_default()
-                .push((c.topic, c.partition, c.offset));
+                .push((&c.topic, c.partition, c.offset));
         }
         for (owner, offsets) in by_owner {
-            let refs: Vec<(&str, u32, u64)> =
-                offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)).collect();
-            self.store.meta().commit_offsets(&owner, &refs)?;
+            self.store.meta().commit_offsets(owner, &offsets)?;
         }
         Ok(())
     }
@@ -1005,316 +1056,6 @@ impl Groups {
         }
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.flush()).await;
-    }
-
-    // ------------------------------------------------------------ admin
-
-    pub fn describe(&self, name: &str) -> Result<GroupDescription> {
-        let g = self.load(name)?;
-        let st = g.state.lock();
-        let mut instances: Vec<String> = if st.broadcast() {
-            let mut v: Vec<String> = st.members.values().map(|m| m.instance.clone()).collect();
-            let prefix = format!("{name}/");
-            for owner in self.store.meta().list_groups()? {
-                if let Some(i) = owner.strip_prefix(&prefix) {
-                    v.push(i.to_owned());
-                }
-            }
-            v.extend(st.windows.keys().map(|(i, _)| i.clone()));
-            v
-        } else {
-            vec![String::new()]
-        };
-        instances.sort();
-        instances.dedup();
-        let mut partitions = Vec::new();
-        for instance in &instances {
-            for tp in st.partitions.clone() {
-                let Ok(partition) = self.store.log().partition(&tp.topic, tp.partition) else {
-                    continue;
-                };
-                let key = (instance.clone(), tp.clone());
-                let (committed, in_flight) = match st.windows.get(&key) {
-                    Some(w) => (w.committed(), w.in_flight() as u64),
-                    None => (self.position(&g, &st, &key, &partition)?, 0),
-                };
-                let hw = partition.high_watermark();
-                let owner = if st.broadcast() {
-                    st.members
-                        .values()
-                        .find(|m| m.instance == *instance)
-                        .map(|m| m.id.clone())
-                } else {
-                    st.assignment
-                        .get(&tp)
-                        .and_then(|s| st.members.get(s))
-                        .map(|m| m.id.clone())
-                };
-                partitions.push(PartitionLag {
-                    topic: tp.topic,
-                    partition: tp.partition,
-                    instance_id: instance.clone(),
-                    committed,
-                    high_watermark: hw,
-                    lag: hw.saturating_sub(committed),
-                    in_flight,
-                    owner: owner.unwrap_or_default(),
-                });
-            }
-        }
-        let members = st
-            .members
-            .iter()
-            .map(|(slot, m)| {
-                let in_flight = partitions
-                    .iter()
-                    .filter(|p| p.owner == m.id)
-                    .map(|p| p.in_flight)
-                    .sum();
-                MemberDescription {
-                    member_id: m.id.clone(),
-                    instance_id: m.instance.clone(),
-                    client_id: m.client_id.clone(),
-                    assignment: st.assigned(*slot),
-                    in_flight,
-                }
-            })
-            .collect();
-        let dead_letters = self.dead_letters_waiting(&g)?;
-        Ok(GroupDescription {
-            group: g.name.clone(),
-            settings: st.settings.clone(),
-            generation: st.generation,
-            members,
-            partitions,
-            retry_topic: g.retry_topic.clone(),
-            dead_letter_topic: g.dead_letter_topic.clone(),
-            dead_letters,
-        })
-    }
-
-    /// Where a window not in memory would start.
-    fn position(
-        &self,
-        g: &Group,
-        st: &State,
-        key: &WindowKey,
-        partition: &Partition,
-    ) -> Result<u64> {
-        let committed =
-            self.store
-                .meta()
-                .committed_offset(&g.offset_owner(&key.0), &key.1.topic, key.1.partition)?;
-        Ok(match committed {
-            Some(c) => c.clamp(partition.log_start_offset(), partition.high_watermark()),
-            None if key.1.topic == g.retry_topic => partition.log_start_offset(),
-            None => resolve(partition, st.settings.start)?,
-        })
-    }
-
-    /// Dead letters after the re-drive cursor (stored as the group's own
-    /// offset on its dead-letter topic, which it never consumes).
-    fn dead_letters_waiting(&self, g: &Group) -> Result<u64> {
-        let dlq = self.store.log().partition(&g.dead_letter_topic, 0)?;
-        let cursor = self.redrive_cursor(g, &dlq)?;
-        Ok(dlq.high_watermark().saturating_sub(cursor))
-    }
-
-    fn redrive_cursor(&self, g: &Group, dlq: &Partition) -> Result<u64> {
-        Ok(self
-            .store
-            .meta()
-            .committed_offset(&g.name, &g.dead_letter_topic, 0)?
-            .unwrap_or(0)
-            .max(dlq.log_start_offset()))
-    }
-
-    pub fn list(&self) -> Result<ListGroupsResponse> {
-        let meta = self.store.meta();
-        let mut names = Vec::new();
-        for item in meta
-            .db()
-            .iterator_cf(meta.cf(CF_GROUPS)?, rocksdb::IteratorMode::Start)
-        {
-            let (k, _) = item.map_err(MetaError::from)?;
-            names.push(String::from_utf8_lossy(&k).into_owned());
-        }
-        let mut groups = Vec::with_capacity(names.len());
-        for name in names {
-            let d = match self.describe(&name) {
-                Ok(d) => d,
-                // A group whose topic was deleted: list it without lag.
-                Err(GroupError::Log(LogError::UnknownTopic(_))) => continue,
-                Err(e) => return Err(e),
-            };
-            groups.push(GroupSummary {
-                group: d.group.clone(),
-                topic: d.settings.topic.clone(),
-                mode: d.settings.mode,
-                members: d.members.len() as u32,
-                lag: d.total_lag(),
-                dead_letters: d.dead_letters,
-            });
-        }
-        Ok(ListGroupsResponse { groups })
-    }
-
-    /// Moves the group's position on its topic (every instance's, for a
-    /// broadcast group) and commits it at once.
-    pub fn reset(&self, req: &ResetGroupRequest) -> Result<ResetGroupResponse> {
-        let g = self.load(&req.group)?;
-        let topic = g.state.lock().settings.topic.clone();
-        let t = self.store.log().topic(&topic)?;
-        let wanted: Vec<u32> = if req.partitions.is_empty() {
-            (0..t.partitions().len() as u32).collect()
-        } else {
-            req.partitions.clone()
-        };
-        let mut targets = Vec::new();
-        for p in wanted {
-            let partition = t.partition(p)?;
-            let offset = match req.to {
-                ResetTo::Spec(spec) => resolve(partition, spec)?,
-                ResetTo::Offset(o) => {
-                    o.clamp(partition.log_start_offset(), partition.high_watermark())
-                }
-            };
-            targets.push((
-                TopicPartition {
-                    topic: topic.clone(),
-                    partition: p,
-                },
-                offset,
-            ));
-        }
-        let mut commits = Vec::new();
-        {
-            let mut st = g.state.lock();
-            let mut instances: Vec<String> = vec![String::new()];
-            if st.broadcast() {
-                instances = st.members.values().map(|m| m.instance.clone()).collect();
-                let prefix = format!("{}/", g.name);
-                for owner in self.store.meta().list_groups()? {
-                    if let Some(i) = owner.strip_prefix(&prefix) {
-                        instances.push(i.to_owned());
-                    }
-                }
-                instances.sort();
-                instances.dedup();
-            }
-            // Pending commits first, so they cannot land after the reset.
-            commits.extend(collect_commits(&g, &mut st));
-            for instance in &instances {
-                for (tp, offset) in &targets {
-                    let key = (instance.clone(), tp.clone());
-                    if let Some(w) = st.windows.get_mut(&key) {
-                        w.reset(*offset);
-                        let _ = w.take_commit();
-                    }
-                    commits.push(Commit {
-                        owner: g.offset_owner(instance),
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset: *offset,
-                    });
-                }
-            }
-            self.write_commits(commits)?;
-        }
-        g.changed.notify_waiters();
-        tracing::info!(group = %g.name, to = ?req.to, "group position reset");
-        Ok(ResetGroupResponse { positions: targets })
-    }
-
-    /// Copies up to `max` dead letters (0 = all) into the retry topic with
-    /// their attempts reset, then moves the re-drive cursor past them.
-    pub fn redrive(&self, group: &str, max: u32) -> Result<RedriveResponse> {
-        let g = self.load(group)?;
-        let _one_at_a_time = g.redrive.lock();
-        let dlq = self.store.log().partition(&g.dead_letter_topic, 0)?;
-        let retry = self.store.log().partition(&g.retry_topic, 0)?;
-        let mut cursor = self.redrive_cursor(&g, &dlq)?;
-        let end = dlq.high_watermark();
-        let limit = if max == 0 { u64::MAX } else { u64::from(max) };
-        let mut redriven = 0u64;
-        while cursor < end && redriven < limit {
-            let read = dlq.read(cursor, 1 << 20)?;
-            let mut copies_out = Vec::new();
-            let mut next = cursor;
-            'chunks: for chunk in &read.chunks {
-                for batch in BatchIter::new(chunk) {
-                    let batch = batch.map_err(|e| {
-                        GroupError::Invalid(format!("dead-letter topic batch: {e}"))
-                    })?;
-                    for r in batch.records().flatten() {
-                        if r.offset < cursor {
-                            continue;
-                        }
-                        if redriven + copies_out.len() as u64 >= limit {
-                            break 'chunks;
-                        }
-                        copies_out.push(copies::redriven_copy(
-                            sluice_protocol::ops::DelayedRecord {
-                                key: r.key.map(bytes::Bytes::copy_from_slice),
-                                value: bytes::Bytes::copy_from_slice(r.value.unwrap_or_default()),
-                                headers: r
-                                    .headers()
-                                    .flatten()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.to_owned(),
-                                            bytes::Bytes::copy_from_slice(v.unwrap_or_default()),
-                                        )
-                                    })
-                                    .collect(),
-                                timestamp: r.timestamp,
-                            },
-                        ));
-                        next = r.offset + 1;
-                    }
-                }
-            }
-            if copies_out.is_empty() {
-                break;
-            }
-            retry.append(copies::batch_of(&copies_out, self.now()))?;
-            self.store
-                .meta()
-                .commit_offsets(&g.name, &[(&g.dead_letter_topic, 0, next)])?;
-            redriven += copies_out.len() as u64;
-            cursor = next;
-        }
-        g.changed.notify_waiters();
-        Ok(RedriveResponse {
-            redriven,
-            remaining: end.saturating_sub(cursor),
-        })
-    }
-
-    /// Forgets a group without live members: settings and positions.
-    pub fn delete(&self, name: &str) -> Result<()> {
-        let g = self.load(name)?;
-        {
-            let st = g.state.lock();
-            if !st.members.is_empty() {
-                return Err(GroupError::Invalid(format!(
-                    "group {name:?} has {} live member(s); stop them first",
-                    st.members.len()
-                )));
-            }
-        }
-        self.groups.lock().remove(name);
-        let meta = self.store.meta();
-        meta.db()
-            .delete_cf_opt(meta.cf(CF_GROUPS)?, name.as_bytes(), meta.sync_write_options())
-            .map_err(MetaError::from)?;
-        let prefix = format!("{name}/");
-        for owner in meta.list_groups()? {
-            if owner == name || owner.starts_with(&prefix) {
-                meta.delete_group(&owner)?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -1351,227 +1092,6 @@ fn join_response(st: &State, slot: MemberSlot) -> JoinGroupResponse {
     }
 }
 
-/// Messages and bytes a take may still hand out.
-#[derive(Debug)]
-struct Budget {
-    messages: usize,
-    bytes: usize,
-}
-
-impl Budget {
-    fn spent(&self) -> bool {
-        self.messages == 0 || self.bytes == 0
-    }
-}
-
-/// Appends `item` to `ranges`, merging it into the last range when it
-/// continues it.
-fn push_range(ranges: &mut Vec<DeliveredRange>, d: Delivered) {
-    if let Some(last) = ranges.last_mut()
-        && last.attempt == d.attempt
-        && last.first_offset + u64::from(last.count) == d.offset
-    {
-        last.count += 1;
-        return;
-    }
-    ranges.push(DeliveredRange {
-        first_offset: d.offset,
-        count: 1,
-        attempt: d.attempt,
-    });
-}
-
-/// Adds the batches holding redelivered messages to `out`, one log read per
-/// batch. A message retention deleted meanwhile is settled (it is gone).
-fn redeliver(
-    partition: &Partition,
-    tp: &TopicPartition,
-    w: &mut Window,
-    redo: &[Delivered],
-    out: &mut GroupBatch,
-    budget: &mut Budget,
-) {
-    let mut i = 0;
-    while i < redo.len() {
-        let read = match partition.read(redo[i].offset, 1) {
-            Ok(r) => r,
-            Err(_) => {
-                w.ack(redo[i].offset);
-                i += 1;
-                continue;
-            }
-        };
-        let Some(chunk) = read.chunks.into_iter().next() else {
-            w.ack(redo[i].offset);
-            i += 1;
-            continue;
-        };
-        let Some(Ok(batch)) = BatchIter::new(&chunk).next() else {
-            w.ack(redo[i].offset);
-            i += 1;
-            continue;
-        };
-        let (first, next) = (batch.header().base_offset, batch.header().next_offset());
-        let len = batch.as_bytes().len();
-        let mut ranges = Vec::new();
-        while i < redo.len() && redo[i].offset >= first && redo[i].offset < next {
-            push_range(&mut ranges, redo[i]);
-            i += 1;
-        }
-        if ranges.is_empty() {
-            // The read started past it: the message is gone.
-            w.ack(redo[i].offset);
-            i += 1;
-            continue;
-        }
-        budget.bytes = budget.bytes.saturating_sub(len);
-        out.deliveries.push(GroupDelivery {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            records: chunk.slice(..len),
-            ranges,
-        });
-    }
-}
-
-/// Reads new messages of one partition into its window.
-struct NewReader<'a> {
-    slot: MemberSlot,
-    deadline: i64,
-    max_in_flight: usize,
-    filter: Option<&'a TagExpr>,
-    keyed: bool,
-    is_retry: bool,
-}
-
-impl NewReader<'_> {
-    fn room(&self, w: &Window, budget: &Budget) -> bool {
-        !budget.spent() && w.len() < self.max_in_flight
-    }
-
-    fn read(
-        &self,
-        partition: &Partition,
-        tp: &TopicPartition,
-        w: &mut Window,
-        out: &mut GroupBatch,
-        budget: &mut Budget,
-    ) {
-        if !self.room(w, budget) || w.end() >= partition.high_watermark() {
-            return;
-        }
-        let read = match partition.read(w.end(), budget.bytes) {
-            Ok(r) => r,
-            Err(LogError::OffsetOutOfRange { start, .. }) if w.end() < start => {
-                tracing::warn!(topic = %tp.topic, partition = tp.partition, from = w.end(), to = start,
-                    "messages were deleted by retention before the group read them");
-                w.reset(start);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "group read failed");
-                return;
-            }
-        };
-        let parse = self.filter.is_some() || self.keyed || self.is_retry;
-        for chunk in &read.chunks {
-            let mut span: Option<(usize, usize)> = None;
-            let mut ranges = Vec::new();
-            for batch in BatchIter::new(chunk) {
-                let Ok(batch) = batch else { break };
-                let h = *batch.header();
-                if h.next_offset() <= w.end() {
-                    continue;
-                }
-                if !self.room(w, budget) {
-                    break;
-                }
-                let pos = batch.as_bytes().as_ptr() as usize - chunk.as_ptr() as usize;
-                let len = batch.as_bytes().len();
-                let before = ranges.len();
-                let touched_before = ranges.iter().map(|r: &DeliveredRange| r.count).sum::<u32>();
-                if h.is_control() {
-                    while w.end() < h.next_offset() {
-                        w.push(self.slot, None, self.deadline);
-                    }
-                    continue;
-                }
-                if parse {
-                    for r in batch.records().flatten() {
-                        if r.offset < w.end() {
-                            continue;
-                        }
-                        if !self.room(w, budget) {
-                            break;
-                        }
-                        while w.end() < r.offset {
-                            w.push(self.slot, None, self.deadline); // a gap: nothing there
-                        }
-                        let matched = self.filter.is_none_or(|f| {
-                            f.matches(
-                                r.headers()
-                                    .flatten()
-                                    .filter(|(k, _)| *k == headers::TAG)
-                                    .filter_map(|(_, v)| v),
-                            )
-                        });
-                        let message = matched.then(|| NewMessage {
-                            key: if self.keyed { key_hash(r.key) } else { 0 },
-                            attempts_before: if self.is_retry {
-                                copies::attempts_of(r.header(headers::ATTEMPT))
-                            } else {
-                                0
-                            },
-                        });
-                        if let Some(d) = w.push(self.slot, message, self.deadline) {
-                            push_range(&mut ranges, d);
-                            budget.messages -= 1;
-                        }
-                    }
-                } else {
-                    while w.end() < h.next_offset() && self.room(w, budget) {
-                        let message = NewMessage {
-                            key: 0,
-                            attempts_before: 0,
-                        };
-                        if let Some(d) = w.push(self.slot, Some(message), self.deadline) {
-                            push_range(&mut ranges, d);
-                            budget.messages -= 1;
-                        }
-                    }
-                }
-                let touched = ranges.len() > before
-                    || ranges.iter().map(|r| r.count).sum::<u32>() > touched_before;
-                if touched {
-                    let (start, _) = *span.get_or_insert((pos, pos + len));
-                    span = Some((start, pos + len));
-                    budget.bytes = budget.bytes.saturating_sub(len);
-                }
-            }
-            if let Some((start, end)) = span {
-                out.deliveries.push(GroupDelivery {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    records: chunk.slice(start..end),
-                    ranges,
-                });
-            }
-            if !self.room(w, budget) {
-                break;
-            }
-        }
-    }
-}
-
-/// A key's hash for per-key ordering; never 0 (0 = no key). Collisions only
-/// serialise two keys, they never break an order.
-fn key_hash(key: Option<&[u8]>) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    let Some(k) = key else { return 0 };
-    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(k);
-    h.max(1)
-}
-
 /// The offset an offset spec names in `partition`.
 fn resolve(partition: &Partition, spec: OffsetSpec) -> Result<u64> {
     Ok(match spec {
@@ -1581,110 +1101,6 @@ fn resolve(partition: &Partition, spec: OffsetSpec) -> Result<u64> {
             .offset_for_timestamp(t)?
             .unwrap_or_else(|| partition.high_watermark()),
     })
-}
-
-fn validate_group_name(name: &str) -> Result<()> {
-    if name.len() > MAX_GROUP_NAME {
-        return Err(GroupError::Invalid(format!(
-            "group name is {} characters long; the limit is {MAX_GROUP_NAME}",
-            name.len()
-        )));
-    }
-    validate_topic_name(name).map_err(|_| {
-        GroupError::Invalid(format!(
-            "invalid group name {name:?}: use 1 to {MAX_GROUP_NAME} ASCII letters, digits, '.', '_' and '-'"
-        ))
-    })
-}
-
-fn compile_filter(src: &str) -> Result<Option<TagExpr>> {
-    let e = TagExpr::parse(src)
-        .map_err(|e| GroupError::Invalid(format!("tag filter {src:?}: {e}")))?;
-    Ok((!e.matches_all()).then_some(e))
-}
-
-fn ladder_of(s: &GroupSettings) -> RetryLadder {
-    RetryLadder::new(
-        s.retry_ladder_ms
-            .iter()
-            .map(|ms| Duration::from_millis((*ms).into()))
-            .collect(),
-    )
-    .unwrap_or_default()
-}
-
-/// Checks a join's settings and puts them in the form they are compared
-/// and stored in (the filter's normalised text).
-fn normalise(mut s: GroupSettings) -> Result<GroupSettings> {
-    let invalid = |m: String| Err(GroupError::Invalid(m));
-    if s.max_attempts == 0 {
-        return invalid("max_attempts must be at least 1".into());
-    }
-    if s.ack_timeout_ms < 10 {
-        return invalid(format!(
-            "ack timeout of {} ms is too short; at least 10 ms",
-            s.ack_timeout_ms
-        ));
-    }
-    if s.max_in_flight == 0 || s.max_in_flight > 1_000_000 {
-        return invalid(format!(
-            "max_in_flight must be 1 to 1000000, not {}",
-            s.max_in_flight
-        ));
-    }
-    if s.retry_ladder_ms.len() > 64 {
-        return invalid("a retry ladder has at most 64 steps".into());
-    }
-    s.tag_filter = match TagExpr::parse(&s.tag_filter) {
-        Ok(e) if e.matches_all() => String::new(),
-        Ok(e) => e.source().to_owned(),
-        Err(e) => return invalid(format!("tag filter {:?}: {e}", s.tag_filter)),
-    };
-    Ok(s)
-}
-
-fn settings_diff(a: &GroupSettings, b: &GroupSettings) -> String {
-    let mut d = Vec::new();
-    if a.topic != b.topic {
-        d.push(format!("topic {:?} vs {:?}", a.topic, b.topic));
-    }
-    if a.mode != b.mode {
-        d.push(format!("mode {} vs {}", a.mode, b.mode));
-    }
-    if a.ordered != b.ordered {
-        d.push(format!("ordered {} vs {}", a.ordered, b.ordered));
-    }
-    if a.tag_filter != b.tag_filter {
-        d.push(format!("tag filter {:?} vs {:?}", a.tag_filter, b.tag_filter));
-    }
-    if a.start != b.start {
-        d.push(format!("start {:?} vs {:?}", a.start, b.start));
-    }
-    if a.ack_timeout_ms != b.ack_timeout_ms {
-        d.push(format!(
-            "ack timeout {} vs {} ms",
-            a.ack_timeout_ms, b.ack_timeout_ms
-        ));
-    }
-    if a.max_attempts != b.max_attempts {
-        d.push(format!(
-            "max attempts {} vs {}",
-            a.max_attempts, b.max_attempts
-        ));
-    }
-    if a.retry_ladder_ms != b.retry_ladder_ms {
-        d.push(format!(
-            "retry ladder {:?} vs {:?}",
-            a.retry_ladder_ms, b.retry_ladder_ms
-        ));
-    }
-    if a.max_in_flight != b.max_in_flight {
-        d.push(format!(
-            "max in flight {} vs {}",
-            a.max_in_flight, b.max_in_flight
-        ));
-    }
-    format!("live: {}", d.join(", "))
 }
 
 /// Largest batch one push frame carries.

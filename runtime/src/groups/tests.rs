@@ -303,7 +303,10 @@ fn a_member_that_leaves_mid_batch_has_its_unacked_messages_redelivered() {
     let got2 = f.take(&m2, 100);
     // m2 now owns both partitions: its own 10 plus m1's 5 unacked.
     assert_eq!(got2.len(), 15);
-    let redelivered: Vec<_> = got2.iter().filter(|g| g.partition == got1[0].partition).collect();
+    let redelivered: Vec<_> = got2
+        .iter()
+        .filter(|g| g.partition == got1[0].partition)
+        .collect();
     assert_eq!(
         redelivered.iter().map(|g| &g.value).collect::<Vec<_>>(),
         got1[5..].iter().map(|g| &g.value).collect::<Vec<_>>()
@@ -355,7 +358,10 @@ fn an_unacked_message_is_redelivered_after_the_ack_timeout_then_dead_lettered() 
     let dead = f.dead_letters("g");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].value, "m0");
-    assert_eq!(dead[0].header(headers::DEAD_REASON), Some(&b"ack timeout"[..]));
+    assert_eq!(
+        dead[0].header(headers::DEAD_REASON),
+        Some(&b"ack timeout"[..])
+    );
     assert_eq!(
         dead[0].header(headers::ATTEMPT),
         Some(&3u32.to_be_bytes()[..])
@@ -541,7 +547,11 @@ fn a_tag_filter_delivers_exactly_the_matching_messages_and_settles_the_rest() {
     );
     f.ack(&m, &got);
     f.groups.tick();
-    assert_eq!(f.committed("g", 0), Some(5), "filtered messages count as acked");
+    assert_eq!(
+        f.committed("g", 0),
+        Some(5),
+        "filtered messages count as acked"
+    );
 }
 
 #[test]

@@ -248,6 +248,33 @@ impl Window {
         }
     }
 
+    /// Acks `first .. first + count`; returns (settled, stale). Only the
+    /// part inside the window is walked, so a hostile count costs nothing.
+    pub fn ack_range(&mut self, first: u64, count: u32) -> (u64, u64) {
+        let end = first.saturating_add(count.into());
+        let (lo, hi) = (first.max(self.base), end.min(self.end()));
+        let mut settled = 0;
+        for offset in lo..hi.max(lo) {
+            if self.ack(offset) == Settled::Yes {
+                settled += 1;
+            }
+        }
+        (settled, u64::from(count) - settled)
+    }
+
+    /// Takes back a delivery that was not sent after all (the response was
+    /// full, or reading it failed): ready again, attempt not counted.
+    pub fn untake(&mut self, offset: u64) {
+        if let Some(s) = self.slot_mut(offset)
+            && s.state == State::InFlight
+        {
+            s.state = State::Ready;
+            s.attempt = s.attempt.saturating_sub(1);
+            self.in_flight -= 1;
+            self.ready += 1;
+        }
+    }
+
     /// Starts settling a failed in-flight message held by `member`: it
     /// stays unsettled (and undeliverable) until [`finish_settle`] says how
     /// it ended. Returns its attempt count, or `None` when it was not in
@@ -423,6 +450,22 @@ mod tests {
         assert_eq!(w.ack(13), Settled::Yes);
         assert_eq!(w.committed(), 14);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn range_acks_walk_only_the_window() {
+        let mut w = Window::new(100, false);
+        for _ in 0..3 {
+            w.push(M1, plain(), 100);
+        }
+        assert_eq!(w.ack_range(0, u32::MAX), (3, u64::from(u32::MAX) - 3));
+        assert_eq!(w.committed(), 103);
+        w.push(M1, plain(), 100);
+        w.untake(103);
+        assert_eq!(w.in_flight(), 0);
+        let mut got = Vec::new();
+        w.take_ready(M2, 1, 0, 100, &mut got);
+        assert_eq!(got[0].attempt, 1);
     }
 
     #[test]

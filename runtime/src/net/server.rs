@@ -492,7 +492,7 @@ async fn push(
             return;
         }
     };
-    credit.add(req.credit);
+    credit.reset(req.credit);
     let shutdown = broker.shutdown_token().clone();
     // Long enough to be cheap, short enough that polling keeps the
     // member's session alive and notices a closed stream.
@@ -531,6 +531,7 @@ async fn push(
         match broker.poll_group(poll).await {
             Ok(batch) if batch.deliveries.is_empty() => {}
             Ok(batch) => {
+                credit.spend(batch.message_count());
                 let frame = encode(Op::Subscribe.response_op(), request_id, &batch.encode());
                 if tx.send(frame).is_err() {
                     return;
