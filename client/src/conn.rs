@@ -263,6 +263,14 @@ impl Connection {
     /// broker's handling of malformed input.
     #[doc(hidden)]
     pub async fn open_raw_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+        self.open_bi().await
+    }
+
+    /// A bare stream on the live connection, for a group subscription: its
+    /// one request gets many response frames, which a [`RequestStream`]
+    /// (one response per request) cannot carry, so the subscription frames
+    /// the stream itself.
+    pub(crate) async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream)> {
         let live = self.live().await?;
         live.conn
             .open_bi()

@@ -19,6 +19,9 @@
 //! - [`conn`]: connections (TLS, handshake, reconnect) and pipelined request streams;
 //! - [`producer`]: batching, pipelining, retries, idempotence;
 //! - [`consumer`]: assign, seek, long-poll fetch, a `Stream` of messages;
+//! - [`group`]: consumer groups ([`Client::group_consumer`]): pull, push
+//!   with credit, batched per-message ack and nack, retries, dead letters,
+//!   and the group admin calls;
 //! - [`delay`]: delayed and loop delivery ([`Client::schedule`],
 //!   [`Client::cancel_delay`], [`Client::list_delays`]);
 //! - [`message`]: the message model (key, value, tags, properties, id);
@@ -28,6 +31,7 @@ pub mod conn;
 pub mod consumer;
 pub mod delay;
 pub mod error;
+pub mod group;
 pub mod message;
 mod partition;
 pub mod producer;
@@ -48,13 +52,19 @@ pub use delay::{
     Scheduled, When,
 };
 pub use error::{ClientError, Result};
+pub use group::{
+    AckHandle, AckStats, GroupConfig, GroupConsumer, GroupDescription, GroupMessage, GroupMode,
+    GroupSettings, GroupStream, GroupSummary, MemberDescription, PartitionLag, RedriveResponse,
+    ResetTo, TopicPartition,
+};
 pub use message::{ConsumedMessage, Message, MessageId, Partitioning};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig};
 pub use sluice_protocol::ops::OffsetSpec;
 pub use sluice_protocol::{ErrorCode, WireError};
 
-/// A connection to a broker, with admin calls; makes producers and consumers
-/// and schedules delayed messages (see [`delay`]).
+/// A connection to a broker, with admin calls; makes producers, consumers
+/// and group consumers (see [`group`]) and schedules delayed messages (see
+/// [`delay`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     conn: Arc<Connection>,

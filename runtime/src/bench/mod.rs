@@ -12,12 +12,15 @@
 //!   durability policy, group commit, reads, recovery time.
 //! - [`quic`]: `sluice bench producer|consumer|e2e`, the broker over QUIC as
 //!   clients see it — msgs/s, MB/s and latency percentiles.
+//! - [`group`]: `sluice bench group`, consumer groups — per-message-ack
+//!   consumption against plain fetch, push latency end to end.
 //! - [`sched`]: `sluice bench sched`, the scheduler — schedule rate,
 //!   lateness with a million pending, a burst due in one second, restart.
 //!
 //! Tables go to stdout, progress bars to stderr, and `--json` writes every
 //! figure for scripts. MB means 10^6 bytes, as `dd` reports it.
 
+pub mod group;
 pub mod log;
 pub mod quic;
 pub mod sched;
@@ -49,6 +52,9 @@ pub enum BenchCommand {
     Consumer(quic::QuicBenchArgs),
     /// Produce and consume at once: send-to-receive latency.
     E2e(quic::QuicBenchArgs),
+    /// Consumer groups: per-message-ack consumption with 1, 2 and 4
+    /// members against plain fetch, and push latency end to end.
+    Group(Box<group::GroupBenchArgs>),
     /// The scheduler: schedule rate, lateness with a backlog, a burst due
     /// in one second, restart with a backlog.
     Sched(sched::SchedBenchArgs),
@@ -62,6 +68,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Consumer(args) => quic::run(quic::Scenario::Consumer, args),
         BenchCommand::E2e(args) => quic::run(quic::Scenario::E2e, args),
         BenchCommand::Sched(args) => sched::run(args),
+        BenchCommand::Group(args) => group::run(*args),
     }
 }
 

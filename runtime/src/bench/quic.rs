@@ -111,33 +111,9 @@ pub fn run(scenario: Scenario, args: QuicBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut child = None;
-    let config = match &args.broker {
-        Some(addr) => {
-            let ca = args
-                .ca_cert
-                .clone()
-                .context("--broker needs --ca-cert (the broker's certificate or CA)")?;
-            ClientConfig::new(addr.clone())
-                .ca_cert(ca)
-                .token(args.token.clone())
-        }
-        None => {
-            let (c, addr) = crate::node::spawn_dev_process(
-                &std::env::current_exe()?,
-                &work.path().join("broker"),
-            )?;
-            child = Some(c);
-            ClientConfig::new(addr).ca_cert(work.path().join("broker/tls/cert.pem"))
-        }
-    };
+    let (config, child) = start_broker(&args, &work)?;
     let result = runtime.block_on(measure(scenario, &args, config));
-    if let Some(mut c) = child {
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let _ = c.wait();
-    }
+    stop_broker(child);
     let figures = result?;
     print(&figures);
     if let Some(path) = &args.json {
@@ -147,11 +123,53 @@ pub fn run(scenario: Scenario, args: QuicBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn histogram() -> Histogram<u64> {
+/// The broker to measure: `--broker`, or a `sluice dev` child process on a
+/// scratch data dir.
+pub(crate) fn start_broker(
+    args: &QuicBenchArgs,
+    work: &WorkDir,
+) -> anyhow::Result<(ClientConfig, Option<std::process::Child>)> {
+    Ok(match &args.broker {
+        Some(addr) => {
+            let ca = args
+                .ca_cert
+                .clone()
+                .context("--broker needs --ca-cert (the broker's certificate or CA)")?;
+            (
+                ClientConfig::new(addr.clone())
+                    .ca_cert(ca)
+                    .token(args.token.clone()),
+                None,
+            )
+        }
+        None => {
+            let (c, addr) = crate::node::spawn_dev_process(
+                &std::env::current_exe()?,
+                &work.path().join("broker"),
+            )?;
+            (
+                ClientConfig::new(addr).ca_cert(work.path().join("broker/tls/cert.pem")),
+                Some(c),
+            )
+        }
+    })
+}
+
+/// Stops a child broker started by [`start_broker`] (SIGTERM: a clean stop).
+pub(crate) fn stop_broker(child: Option<std::process::Child>) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -240,7 +258,7 @@ async fn measure(
 /// Runs the producers until `total` messages are acknowledged (or the time
 /// is up). With a `rate`, messages are sent one by one on a schedule;
 /// otherwise in batches of `batch_size`, each awaited.
-async fn produce(
+pub(crate) async fn produce(
     args: &QuicBenchArgs,
     config: &ClientConfig,
     topic: &str,
@@ -332,7 +350,7 @@ async fn produce(
 /// Reads `total` messages from all partitions with `consumers` clients
 /// (partitions dealt round robin). With `e2e`, records send-to-receive
 /// latency per message; otherwise latency per poll.
-async fn consume(
+pub(crate) async fn consume(
     args: &QuicBenchArgs,
     config: &ClientConfig,
     topic: &str,

@@ -32,6 +32,10 @@ pub enum Command {
     /// what is pending.
     #[command(subcommand)]
     Delay(client::delay::DelayCommand),
+    /// Consumer groups: list, describe (lag), reset or rewind, re-drive dead
+    /// letters, delete, and consume as a member.
+    #[command(subcommand)]
+    Group(client::group::GroupCommand),
     /// Run a benchmark program and print its figures.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -47,6 +51,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Produce(args) => client::exit_on_error(client::produce::run(args)),
         Command::Consume(args) => client::exit_on_error(client::consume::run(args)),
         Command::Delay(cmd) => client::exit_on_error(client::delay::run(cmd)),
+        Command::Group(cmd) => client::exit_on_error(client::group::run(cmd)),
         Command::Bench(args) => crate::bench::run(*args),
     }
 }

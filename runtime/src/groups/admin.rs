@@ -12,7 +12,7 @@ use super::{
     copies, resolve,
 };
 use crate::log::{LogError, Partition};
-use crate::meta::MetaError;
+use crate::meta::{Durability, MetaError};
 
 impl Groups {
     pub fn describe(&self, name: &str) -> Result<GroupDescription> {
@@ -230,7 +230,7 @@ impl Groups {
                 }
             }
             let all = std::mem::take(&mut *commits);
-            if let Err(e) = self.write_offsets(&all) {
+            if let Err(e) = self.write_offsets(&all, Durability::Synced) {
                 *commits = all;
                 return Err(e);
             }

@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::log::{LogError, Partition, TopicConfig};
-use crate::meta::MetaError;
+use crate::meta::{Durability, MetaError};
 use crate::sched::{Delivery, RetryLadder, SchedError, Scheduler};
 use crate::store::{Store, StoreError};
 
@@ -793,6 +793,7 @@ impl Groups {
         let now = self.now();
         let mut resp = AckResponse::default();
         let mut jobs = Vec::new();
+        let mut wake = false;
         {
             let mut st = g.state.lock();
             let broadcast = st.broadcast();
@@ -807,6 +808,7 @@ impl Groups {
                 Err(e) => return Err(e),
             };
             let instance = slot.map(|s| st.instance_key(s)).unwrap_or_default();
+            let max_in_flight = st.settings.max_in_flight as usize;
             for pa in &req.acks {
                 let key = (
                     instance.clone(),
@@ -821,11 +823,15 @@ impl Groups {
                     resp.stale = resp.stale.saturating_add(total.min(u32::MAX.into()) as u32);
                     continue;
                 };
+                let was_full = w.len() >= max_in_flight;
                 for r in &pa.ranges {
                     let (settled, stale) = w.ack_range(r.first_offset, r.count);
                     resp.settled = resp.settled.saturating_add(settled as u32);
                     resp.stale = resp.stale.saturating_add(stale as u32);
                 }
+                // Wake waiting members only when the ack made something
+                // deliverable: room in a full window, or a key unblocked.
+                wake |= (was_full && w.len() < max_in_flight) || w.has_ready(now);
             }
             let in_place = st.retries_in_place();
             let max_attempts = st.settings.max_attempts;
@@ -878,8 +884,11 @@ impl Groups {
                 }
             }
         }
+        wake |= !jobs.is_empty() || !req.nacks.is_empty();
         self.settle(&g, jobs);
-        g.changed.notify_waiters();
+        if wake {
+            g.changed.notify_waiters();
+        }
         Ok(resp)
     }
 
@@ -1004,21 +1013,29 @@ impl Groups {
                 g.changed.notify_waiters();
             }
         }
-        if let Err(e) = self.flush() {
+        // Unsynced: see `MetaStore::commit_offsets_with`. Shutdown and
+        // resets commit synced.
+        if let Err(e) = self.commit(Durability::Unsynced) {
             tracing::warn!(error = %e, "could not commit group offsets; will retry");
         }
     }
 
-    /// Commits every moved offset now (every tick, and at shutdown). What
-    /// fails to be written is kept and written with the next call.
+    /// Commits every moved offset now and waits for the fsync (shutdown,
+    /// settings change). What fails to be written is kept and written with
+    /// the next commit.
     pub fn flush(&self) -> Result<()> {
+        self.commit(Durability::Synced)
+    }
+
+    /// Collects every moved offset and writes them.
+    fn commit(&self, durability: Durability) -> Result<()> {
         let mut pending = self.commits.lock();
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
         for g in &groups {
             pending.extend(collect_commits(g, &mut g.state.lock()));
         }
         let all = std::mem::take(&mut *pending);
-        if let Err(e) = self.write_offsets(&all) {
+        if let Err(e) = self.write_offsets(&all, durability) {
             *pending = all;
             return Err(e);
         }
@@ -1027,7 +1044,7 @@ impl Groups {
 
     /// Writes offsets, one atomic write per owner; a later entry for the
     /// same partition wins. Callers hold the `commits` lock.
-    fn write_offsets(&self, commits: &[Commit]) -> Result<()> {
+    fn write_offsets(&self, commits: &[Commit], durability: Durability) -> Result<()> {
         let mut by_owner: BTreeMap<&str, Vec<(&str, u32, u64)>> = BTreeMap::new();
         for c in commits {
             by_owner
@@ -1036,7 +1053,9 @@ impl Groups {
                 .push((&c.topic, c.partition, c.offset));
         }
         for (owner, offsets) in by_owner {
-            self.store.meta().commit_offsets(owner, &offsets)?;
+            self.store
+                .meta()
+                .commit_offsets_with(owner, &offsets, durability)?;
         }
         Ok(())
     }

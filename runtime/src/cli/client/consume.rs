@@ -86,7 +86,7 @@ pub enum StartAt {
 }
 
 impl StartAt {
-    fn seek_to(self) -> SeekTo {
+    pub(crate) fn seek_to(self) -> SeekTo {
         match self {
             StartAt::Earliest => SeekTo::Earliest,
             StartAt::Latest => SeekTo::Latest,
