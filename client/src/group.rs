@@ -56,7 +56,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use sluice_protocol::batch::{BatchIter, Record};
 use sluice_protocol::frame::{self, Frame, FrameDecoder};
-use sluice_protocol::headers;
+
 pub use sluice_protocol::ops::group::{dead_letter_topic, retry_topic};
 use sluice_protocol::ops::{
     AckRequest, AckResponse, DeleteGroupRequest, DeliveredRange, DescribeGroupRequest, ERROR_OP,
@@ -565,29 +565,13 @@ fn visible_message(
     record: &Record<'_>,
     from_retry: bool,
 ) -> ConsumedMessage {
-    if from_retry && let Some((topic, partition, offset)) = origin(record) {
-        let mut m = ConsumedMessage::from_record(topic, partition, buf, record);
-        m.offset = offset;
-        return m;
+    let mut m = ConsumedMessage::from_record(&from.topic, from.partition, buf, record);
+    if from_retry && let Some(origin) = &m.origin {
+        m.topic = origin.topic.clone();
+        m.partition = origin.partition;
+        m.offset = origin.offset;
     }
-    ConsumedMessage::from_record(&from.topic, from.partition, buf, record)
-}
-
-/// The origin headers of a retry copy, when all three are present and well formed.
-fn origin<'a>(record: &Record<'a>) -> Option<(&'a str, u32, u64)> {
-    let (mut topic, mut partition, mut offset) = (None, None, None);
-    for (name, value) in record.headers().flatten() {
-        let Some(value) = value else { continue };
-        match name {
-            headers::ORIGIN_TOPIC => topic = std::str::from_utf8(value).ok(),
-            headers::ORIGIN_PARTITION => {
-                partition = value.try_into().ok().map(u32::from_be_bytes);
-            }
-            headers::ORIGIN_OFFSET => offset = value.try_into().ok().map(u64::from_be_bytes),
-            _ => {}
-        }
-    }
-    Some((topic?, partition?, offset?))
+    m
 }
 
 // ---------------------------------------------------------------- acker
@@ -1663,6 +1647,7 @@ impl Stream for GroupStream {
 #[cfg(test)]
 mod tests {
     use sluice_protocol::batch::{BatchBuilder, set_base_offset};
+    use sluice_protocol::headers;
 
     use super::*;
 

@@ -57,7 +57,7 @@ pub use group::{
     GroupSettings, GroupStream, GroupSummary, MemberDescription, PartitionLag, RedriveResponse,
     ResetTo, TopicPartition,
 };
-pub use message::{ConsumedMessage, Message, MessageId, Partitioning};
+pub use message::{ConsumedMessage, Message, MessageId, Origin, Partitioning};
 pub use producer::{Delivery, DeliveryFuture, Producer, ProducerConfig};
 pub use sluice_protocol::ops::OffsetSpec;
 pub use sluice_protocol::{ErrorCode, WireError};

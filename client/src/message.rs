@@ -187,6 +187,21 @@ pub struct ConsumedMessage {
     /// the epoch); its lateness is `timestamp - due_at` for a message
     /// stamped at delivery.
     pub due_at: Option<i64>,
+    /// On a consumer group's retry copy or dead letter: where the message
+    /// was first consumed from.
+    pub origin: Option<Origin>,
+    /// On a retry copy or dead letter: how many deliveries failed.
+    pub failed_attempts: Option<u32>,
+    /// On a dead letter: why its last delivery failed.
+    pub dead_reason: Option<String>,
+}
+
+/// Where a retried or dead-lettered message was first consumed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
 }
 
 impl ConsumedMessage {
@@ -199,6 +214,9 @@ impl ConsumedMessage {
         let mut delay_id = None;
         let mut loop_iteration = None;
         let mut due_at = None;
+        let (mut origin_topic, mut origin_partition, mut origin_offset) = (None, None, None);
+        let mut failed_attempts = None;
+        let mut dead_reason = None;
         for (name, value) in r.headers().flatten() {
             let value = value.unwrap_or_default();
             match name {
@@ -209,6 +227,17 @@ impl ConsumedMessage {
                     loop_iteration = value.try_into().ok().map(u32::from_be_bytes)
                 }
                 headers::TAG => tags.push(String::from_utf8_lossy(value).into_owned()),
+                headers::ORIGIN_TOPIC => origin_topic = std::str::from_utf8(value).ok(),
+                headers::ORIGIN_PARTITION => {
+                    origin_partition = value.try_into().ok().map(u32::from_be_bytes)
+                }
+                headers::ORIGIN_OFFSET => {
+                    origin_offset = value.try_into().ok().map(u64::from_be_bytes)
+                }
+                headers::ATTEMPT => failed_attempts = value.try_into().ok().map(u32::from_be_bytes),
+                headers::DEAD_REASON => {
+                    dead_reason = Some(String::from_utf8_lossy(value).into_owned())
+                }
                 n if headers::is_reserved(n) => {}
                 n => properties.push((n.to_owned(), Bytes::copy_from_slice(value))),
             }
@@ -226,6 +255,16 @@ impl ConsumedMessage {
             delay_id,
             loop_iteration,
             due_at,
+            origin: match (origin_topic, origin_partition, origin_offset) {
+                (Some(topic), Some(partition), Some(offset)) => Some(Origin {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                }),
+                _ => None,
+            },
+            failed_attempts,
+            dead_reason,
         }
     }
 }

@@ -438,6 +438,9 @@ mod tests {
             delay_id: None,
             loop_iteration: None,
             due_at: None,
+            origin: None,
+            failed_attempts: None,
+            dead_reason: None,
         }
     }
 
