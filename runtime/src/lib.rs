@@ -10,6 +10,8 @@
 //!   broker uses them;
 //! - [`sched`]: the scheduler — delayed, loop and retry delivery on RocksDB,
 //!   dispatched into the log exactly once;
+//! - [`groups`]: consumer groups — membership and sticky assignment,
+//!   per-partition delivery windows, acks, retries, dead letters, lag;
 //! - [`broker`]: dispatch — what the broker does with each request (the
 //!   layer between the network and storage);
 //! - [`net`]: the QUIC listener and its TLS;
@@ -18,7 +20,7 @@
 //! - [`clock`]: wall-clock time behind a trait so time-driven logic is tested
 //!   with a clock the test controls;
 //! - [`cli`]: the `sluice` command line (`dev`, `serve`, `topic`, `produce`,
-//!   `consume`, `bench`);
+//!   `consume`, `delay`, `group`, `bench`);
 //! - [`bench`]: the `sluice bench` programs that produce performance figures
 //!   (storage, and producer / consumer / end to end over QUIC).
 //!
