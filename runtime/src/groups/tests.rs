@@ -150,29 +150,12 @@ impl Fixture {
         let batch = self.groups.take(&g, m, max, 16 << 20).unwrap();
         let mut out = Vec::new();
         for d in batch.deliveries {
-            for b in BatchIter::new(&d.records) {
-                for r in b.unwrap().records() {
-                    let r = r.unwrap();
-                    let Some(range) = d.ranges.iter().find(|x| {
-                        r.offset >= x.first_offset && r.offset < x.first_offset + x.count as u64
-                    }) else {
-                        continue;
-                    };
-                    out.push(Got {
-                        topic: d.topic.clone(),
-                        partition: d.partition,
-                        offset: r.offset,
-                        attempt: range.attempt,
-                        value: String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-                        key: r.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
-                        headers: r
-                            .headers()
-                            .map(|h| h.unwrap())
-                            .map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_vec()))
-                            .collect(),
-                    });
-                }
-            }
+            out.extend(parse(&d.records, &d.topic, d.partition, |offset| {
+                d.ranges
+                    .iter()
+                    .find(|x| offset >= x.first_offset && offset < x.first_offset + x.count as u64)
+                    .map(|x| x.attempt)
+            }));
         }
         out
     }
@@ -222,34 +205,13 @@ impl Fixture {
     }
 
     fn dead_letters(&self, group: &str) -> Vec<Got> {
-        let p = self
-            .store
-            .log()
-            .partition(&dead_letter_topic(group), 0)
-            .unwrap();
+        let topic = dead_letter_topic(group);
+        let p = self.store.log().partition(&topic, 0).unwrap();
         let read = p.read(0, 1 << 20).unwrap();
-        let mut out = Vec::new();
-        for chunk in read.chunks {
-            for b in BatchIter::new(&chunk) {
-                for r in b.unwrap().records() {
-                    let r = r.unwrap();
-                    out.push(Got {
-                        topic: dead_letter_topic(group),
-                        partition: 0,
-                        offset: r.offset,
-                        attempt: 0,
-                        value: String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-                        key: None,
-                        headers: r
-                            .headers()
-                            .map(|h| h.unwrap())
-                            .map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_vec()))
-                            .collect(),
-                    });
-                }
-            }
-        }
-        out
+        read.chunks
+            .iter()
+            .flat_map(|chunk| parse(chunk, &topic, 0, |_| Some(0)))
+            .collect()
     }
 
     fn committed(&self, group: &str, partition: u32) -> Option<u64> {
@@ -258,6 +220,39 @@ impl Fixture {
             .committed_offset(group, "t", partition)
             .unwrap()
     }
+}
+
+/// The records of `buf` that `attempt_of` says were delivered (and on
+/// which attempt).
+fn parse(
+    buf: &[u8],
+    topic: &str,
+    partition: u32,
+    attempt_of: impl Fn(u64) -> Option<u16>,
+) -> Vec<Got> {
+    let mut out = Vec::new();
+    for b in BatchIter::new(buf) {
+        for r in b.unwrap().records() {
+            let r = r.unwrap();
+            let Some(attempt) = attempt_of(r.offset) else {
+                continue;
+            };
+            out.push(Got {
+                topic: topic.to_owned(),
+                partition,
+                offset: r.offset,
+                attempt,
+                value: String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                key: r.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                headers: r
+                    .headers()
+                    .map(|h| h.unwrap())
+                    .map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_vec()))
+                    .collect(),
+            });
+        }
+    }
+    out
 }
 
 fn values(got: &[Got]) -> BTreeSet<String> {
