@@ -136,6 +136,10 @@ pub struct GroupConfig {
     pub poll_max_wait: Duration,
     /// Messages a subscription may have pushed and not yet taken by the
     /// application: its credit window, and so the most it buffers locally.
+    /// The broker stops pushing when it runs out, so the window must cover
+    /// a round trip's worth of messages: 16384 (about 1.6 MB of 100 B
+    /// messages) keeps a subscriber at 0.76× plain fetch throughput where
+    /// 4096 gave 0.51× (`sluice bench group`).
     pub credit_window: u32,
     /// Acks and nacks queued before they are sent at once.
     pub ack_batch: usize,
@@ -158,7 +162,7 @@ impl GroupConfig {
             poll_max_messages: 1024,
             max_bytes: 8 << 20,
             poll_max_wait: Duration::from_millis(500),
-            credit_window: 1024,
+            credit_window: 16384,
             ack_batch: 1024,
             ack_interval: Duration::from_millis(2),
         }

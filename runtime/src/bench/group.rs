@@ -33,7 +33,7 @@ pub struct GroupBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub members: Vec<usize>,
     /// Credit window of each push subscription (messages).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 16384)]
     pub credit: u32,
 }
 
