@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use sluice_client::{Client, ClientConfig};
-use sluice_runtime::clock::SystemClock;
+use sluice_runtime::clock::{Clock, SystemClock};
 use sluice_runtime::config::BrokerConfig;
 use sluice_runtime::node::Node;
 
@@ -47,6 +47,39 @@ impl Broker {
             rt,
             dir,
         }
+    }
+
+    /// Like [`Broker::start`], with the broker reading time from `clock`
+    /// (a `ManualClock` for tests of timeouts).
+    pub fn start_with_clock(clock: Arc<dyn Clock>) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("sluice-data"),
+            ..BrokerConfig::default()
+        };
+        config.auth.allow_anonymous = true;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let node = rt.block_on(Node::start(&config, clock)).unwrap();
+        Broker {
+            addr: node.addr().to_string(),
+            cert: node.cert_path().to_path_buf(),
+            node: Some(node),
+            rt,
+            dir,
+        }
+    }
+
+    /// Another client of the broker (call inside `with_client`'s body).
+    pub async fn connect(&self, client_id: &str) -> Client {
+        let config = ClientConfig::new(self.addr.clone())
+            .ca_cert(&self.cert)
+            .client_id(client_id);
+        Client::connect(config).await.unwrap()
     }
 
     /// `sluice <args>` run in the broker's directory, reaching it through
