@@ -238,12 +238,10 @@ impl Broker {
 
     pub async fn delete_topic(&self, req: DeleteTopicRequest) -> Result<(), WireError> {
         let store = self.store.clone();
-        let name = req.name.clone();
-        blocking(move || store.delete_topic(&req.name))
+        let groups = self.groups.clone();
+        blocking(move || groups.deleting_topic(&req.name, || store.delete_topic(&req.name)))
             .await?
-            .map_err(store_error)?;
-        self.groups.topic_changed(&name);
-        Ok(())
+            .map_err(store_error)
     }
 
     pub fn list_topics(&self) -> ListTopicsResponse {

@@ -398,6 +398,27 @@ impl Groups {
         partitions
     }
 
+    /// Runs `delete` (which deletes `topic` and every stored offset for it)
+    /// with the offset commits held off, after forgetting every window and
+    /// pending commit on the topic: otherwise an upkeep commit racing the
+    /// delete could store the old offsets again, and a topic re-created
+    /// under the name would start there.
+    pub fn deleting_topic<T>(&self, topic: &str, delete: impl FnOnce() -> T) -> T {
+        let mut pending = self.commits.lock();
+        let groups: Vec<_> = self.groups.lock().values().cloned().collect();
+        for g in &groups {
+            g.state
+                .lock()
+                .windows
+                .retain(|(_, tp), _| tp.topic != topic);
+        }
+        pending.retain(|c| c.topic != topic);
+        let result = delete();
+        drop(pending);
+        self.topic_changed(topic);
+        result
+    }
+
     /// A topic was created or deleted: groups reading it forget their
     /// windows on it (a deleted topic's offsets are gone with it) and
     /// reassign.

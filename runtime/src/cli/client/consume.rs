@@ -25,6 +25,8 @@ use super::{ConnectArgs, block_on, is_broken_pipe};
 /// --json prints one JSON object per line:
 ///   {"topic", "partition", "offset", "timestamp" (ms since the epoch),
 ///    "key" (null when none), "value", "tags", "properties", "id"}
+/// plus, on a group's retry copies and dead letters, "origin"
+/// ("topic/partition/offset"), "failed_attempts" and "dead_reason".
 /// A key or value that is not valid UTF-8 is printed with its invalid bytes
 /// replaced, plus "key_hex" / "value_hex" holding the exact bytes in hex.
 ///
@@ -332,6 +334,14 @@ struct JsonMessage<'a> {
     tags: &'a [String],
     properties: BTreeMap<&'a str, Cow<'a, str>>,
     id: Option<String>,
+    /// On retry copies and dead letters: `topic/partition/offset` first
+    /// consumed at, failed deliveries, and (dead letters) why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_reason: Option<&'a str>,
 }
 
 /// The hex form of bytes that are not valid UTF-8.
@@ -357,6 +367,12 @@ pub(crate) fn json_line(m: &ConsumedMessage) -> String {
             .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v)))
             .collect(),
         id: m.id.map(|id| id.to_string()),
+        origin: m
+            .origin
+            .as_ref()
+            .map(|o| format!("{}/{}/{}", o.topic, o.partition, o.offset)),
+        failed_attempts: m.failed_attempts,
+        dead_reason: m.dead_reason.as_deref(),
     };
     serde_json::to_string(&msg).expect("a message serialises")
 }
