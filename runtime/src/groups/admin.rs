@@ -15,24 +15,30 @@ use crate::log::{LogError, Partition};
 use crate::meta::{Durability, MetaError};
 
 impl Groups {
+    /// The keys the group's progress is kept under: "" for a clustering
+    /// group; for a broadcast group every instance live, in memory or with
+    /// stored offsets.
+    fn instances(&self, g: &Group, st: &State) -> Result<Vec<String>> {
+        if !st.broadcast() {
+            return Ok(vec![String::new()]);
+        }
+        let mut v: Vec<String> = st.members.values().map(|m| m.instance.clone()).collect();
+        v.extend(st.windows.keys().map(|(i, _)| i.clone()));
+        let prefix = format!("{}/", g.name);
+        for owner in self.store.meta().list_groups()? {
+            if let Some(i) = owner.strip_prefix(&prefix) {
+                v.push(i.to_owned());
+            }
+        }
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
     pub fn describe(&self, name: &str) -> Result<GroupDescription> {
         let g = self.load(name)?;
         let st = g.state.lock();
-        let mut instances: Vec<String> = if st.broadcast() {
-            let mut v: Vec<String> = st.members.values().map(|m| m.instance.clone()).collect();
-            let prefix = format!("{name}/");
-            for owner in self.store.meta().list_groups()? {
-                if let Some(i) = owner.strip_prefix(&prefix) {
-                    v.push(i.to_owned());
-                }
-            }
-            v.extend(st.windows.keys().map(|(i, _)| i.clone()));
-            v
-        } else {
-            vec![String::new()]
-        };
-        instances.sort();
-        instances.dedup();
+        let instances = self.instances(&g, &st)?;
         let mut partitions = Vec::new();
         for instance in &instances {
             for tp in st.partitions.clone() {
@@ -200,18 +206,7 @@ impl Groups {
             // the new one.
             let mut commits = self.commits.lock();
             let mut st = g.state.lock();
-            let mut instances: Vec<String> = vec![String::new()];
-            if st.broadcast() {
-                instances = st.members.values().map(|m| m.instance.clone()).collect();
-                let prefix = format!("{}/", g.name);
-                for owner in self.store.meta().list_groups()? {
-                    if let Some(i) = owner.strip_prefix(&prefix) {
-                        instances.push(i.to_owned());
-                    }
-                }
-                instances.sort();
-                instances.dedup();
-            }
+            let instances = self.instances(&g, &st)?;
             // Pending commits first, so the reset's come after them.
             commits.extend(collect_commits(&g, &mut st));
             for instance in &instances {

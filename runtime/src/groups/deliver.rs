@@ -163,8 +163,7 @@ impl NewReader<'_> {
                 }
                 let pos = batch.as_bytes().as_ptr() as usize - chunk.as_ptr() as usize;
                 let len = batch.as_bytes().len();
-                let before = ranges.len();
-                let touched_before = ranges.iter().map(|r: &DeliveredRange| r.count).sum::<u32>();
+                let left_before = budget.messages;
                 if h.is_control() {
                     while w.end() < h.next_offset() {
                         w.push(self.slot, None, self.deadline);
@@ -215,9 +214,7 @@ impl NewReader<'_> {
                         }
                     }
                 }
-                let touched = ranges.len() > before
-                    || ranges.iter().map(|r| r.count).sum::<u32>() > touched_before;
-                if touched {
+                if budget.messages < left_before {
                     let (start, _) = *span.get_or_insert((pos, pos + len));
                     span = Some((start, pos + len));
                     budget.bytes = budget.bytes.saturating_sub(len);

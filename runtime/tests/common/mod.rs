@@ -25,28 +25,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("sluice-data"),
-            ..BrokerConfig::default()
-        };
-        config.auth.allow_anonymous = true;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let node = rt
-            .block_on(Node::start(&config, Arc::new(SystemClock)))
-            .unwrap();
-        Broker {
-            addr: node.addr().to_string(),
-            cert: node.cert_path().to_path_buf(),
-            node: Some(node),
-            rt,
-            dir,
-        }
+        Broker::start_with_clock(Arc::new(SystemClock))
     }
 
     /// Like [`Broker::start`], with the broker reading time from `clock`
