@@ -24,6 +24,12 @@
 //!   and the group admin calls;
 //! - [`delay`]: delayed and loop delivery ([`Client::schedule`],
 //!   [`Client::cancel_delay`], [`Client::list_delays`]);
+//! - [`function`]: WebAssembly functions the broker runs
+//!   ([`Client::deploy_function`], [`Client::list_functions`],
+//!   [`Client::describe_function`], [`Client::function_logs`],
+//!   [`Client::delete_function`], [`Client::rollback_function`]) and the
+//!   manifest builders ([`FunctionManifest::filter`],
+//!   [`FunctionManifest::transform`], [`FunctionManifest::handler`]);
 //! - [`message`]: the message model (key, value, tags, properties, id);
 //! - [`error`]: [`ClientError`], with which errors are worth a retry.
 
@@ -31,6 +37,7 @@ pub mod conn;
 pub mod consumer;
 pub mod delay;
 pub mod error;
+pub mod function;
 pub mod group;
 pub mod message;
 mod partition;
@@ -52,6 +59,11 @@ pub use delay::{
     Scheduled, When,
 };
 pub use error::{ClientError, Result};
+pub use function::{
+    Attach, DeployFunctionResponse, FunctionDescription, FunctionKind, FunctionLimitsSpec,
+    FunctionLogLine, FunctionLogsResponse, FunctionManifest, FunctionMetrics, FunctionPosition,
+    FunctionSummary, FunctionVersion, LogLevel,
+};
 pub use group::{
     AckHandle, AckStats, GroupConfig, GroupConsumer, GroupDescription, GroupMessage, GroupMode,
     GroupSettings, GroupStream, GroupSummary, MemberDescription, PartitionLag, RedriveResponse,

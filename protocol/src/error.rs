@@ -59,6 +59,12 @@ pub enum ErrorCode {
     /// A join asks for settings (topic, mode, filter, ...) that differ from
     /// those of the group's live members.
     InconsistentGroup,
+    /// No such function.
+    UnknownFunction,
+    /// A function deploy was refused: the component fails validation, does
+    /// not implement the world its kind needs, or the manifest is invalid;
+    /// the message says which.
+    InvalidFunction,
     /// A code this client does not know.
     Unknown(u16),
 }
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::UnknownGroup => 22,
             ErrorCode::UnknownMember => 23,
             ErrorCode::InconsistentGroup => 24,
+            ErrorCode::UnknownFunction => 25,
+            ErrorCode::InvalidFunction => 26,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -122,6 +130,8 @@ impl ErrorCode {
             22 => ErrorCode::UnknownGroup,
             23 => ErrorCode::UnknownMember,
             24 => ErrorCode::InconsistentGroup,
+            25 => ErrorCode::UnknownFunction,
+            26 => ErrorCode::InvalidFunction,
             c => ErrorCode::Unknown(c),
         }
     }
@@ -162,6 +172,8 @@ impl ErrorCode {
             ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
             ErrorCode::UnknownMember => "UNKNOWN_MEMBER",
             ErrorCode::InconsistentGroup => "INCONSISTENT_GROUP",
+            ErrorCode::UnknownFunction => "UNKNOWN_FUNCTION",
+            ErrorCode::InvalidFunction => "INVALID_FUNCTION",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }
@@ -196,8 +208,29 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for c in 0..=25u16 {
+        for c in 0..=30u16 {
             assert_eq!(ErrorCode::from_u16(c).to_u16(), c);
         }
+        for c in 1..=26u16 {
+            assert!(
+                !matches!(ErrorCode::from_u16(c), ErrorCode::Unknown(_)),
+                "{c}"
+            );
+        }
+        assert_eq!(ErrorCode::from_u16(27), ErrorCode::Unknown(27));
+    }
+
+    #[test]
+    fn function_codes_have_names_and_are_final() {
+        assert_eq!(
+            ErrorCode::UnknownFunction.to_string(),
+            "UNKNOWN_FUNCTION (25)"
+        );
+        assert_eq!(
+            ErrorCode::InvalidFunction.to_string(),
+            "INVALID_FUNCTION (26)"
+        );
+        assert!(!ErrorCode::UnknownFunction.is_retriable());
+        assert!(!ErrorCode::InvalidFunction.is_retriable());
     }
 }

@@ -12,6 +12,8 @@
 //!   dispatched into the log exactly once;
 //! - [`groups`]: consumer groups — membership and sticky assignment,
 //!   per-partition delivery windows, acks, retries, dead letters, lag;
+//! - [`functions`]: deployed WebAssembly functions — the registry, filters
+//!   on groups, exactly-once transforms, handlers as group members;
 //! - [`broker`]: dispatch — what the broker does with each request (the
 //!   layer between the network and storage);
 //! - [`net`]: the QUIC listener and its TLS;
@@ -32,6 +34,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod functions;
 pub mod groups;
 pub mod log;
 pub mod meta;

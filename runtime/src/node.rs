@@ -117,6 +117,7 @@ impl Node {
         ));
         tokio::spawn(scheduler.run(broker.shutdown_token().clone()));
         tokio::spawn(broker.groups().clone().run(broker.shutdown_token().clone()));
+        broker.functions().start().await;
         let limits = ServerLimits {
             max_connections: config.limits.max_connections,
             max_streams_per_connection: config.limits.max_streams_per_connection,

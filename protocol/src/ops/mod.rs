@@ -8,12 +8,20 @@
 //! and docs/protocol.md for the full specification.
 
 pub mod delay;
+pub mod function;
 pub mod group;
 
 pub use delay::{
     CancelDelaysRequest, CancelDelaysResponse, CancelOutcome, CancelResult, DelaySummary,
     DelayedRecord, ListDelaysRequest, ListDelaysResponse, LoopBackoff, LoopSpec, ScheduleEntry,
     ScheduleRequest, ScheduleResponse, ScheduleResult, When,
+};
+pub use function::{
+    Attach, DeleteFunctionRequest, DeployFunctionRequest, DeployFunctionResponse,
+    DescribeFunctionRequest, FunctionDescription, FunctionKind, FunctionLimitsSpec,
+    FunctionLogLine, FunctionLogsRequest, FunctionLogsResponse, FunctionManifest, FunctionMetrics,
+    FunctionPosition, FunctionSummary, FunctionVersion, ListFunctionsRequest,
+    ListFunctionsResponse, LogLevel, RollbackFunctionRequest, UnknownFunctionKind,
 };
 pub use group::{
     AckRequest, AckResponse, DeleteGroupRequest, DeliveredRange, DescribeGroupRequest,
@@ -69,6 +77,12 @@ pub enum Op {
     ResetGroup = 0x0069,
     Redrive = 0x006A,
     DeleteGroup = 0x006B,
+    DeployFunction = 0x0070,
+    ListFunctions = 0x0071,
+    DescribeFunction = 0x0072,
+    FunctionLogs = 0x0073,
+    DeleteFunction = 0x0074,
+    RollbackFunction = 0x0075,
 }
 
 impl Op {
@@ -97,6 +111,12 @@ impl Op {
             0x0069 => Op::ResetGroup,
             0x006A => Op::Redrive,
             0x006B => Op::DeleteGroup,
+            0x0070 => Op::DeployFunction,
+            0x0071 => Op::ListFunctions,
+            0x0072 => Op::DescribeFunction,
+            0x0073 => Op::FunctionLogs,
+            0x0074 => Op::DeleteFunction,
+            0x0075 => Op::RollbackFunction,
             _ => return None,
         })
     }
@@ -787,6 +807,12 @@ pub enum Request {
     ResetGroup(ResetGroupRequest),
     Redrive(RedriveRequest),
     DeleteGroup(DeleteGroupRequest),
+    DeployFunction(DeployFunctionRequest),
+    ListFunctions(ListFunctionsRequest),
+    DescribeFunction(DescribeFunctionRequest),
+    FunctionLogs(FunctionLogsRequest),
+    DeleteFunction(DeleteFunctionRequest),
+    RollbackFunction(RollbackFunctionRequest),
 }
 
 impl Request {
@@ -817,6 +843,12 @@ impl Request {
             Op::ResetGroup => Request::ResetGroup(Payload::decode(payload)?),
             Op::Redrive => Request::Redrive(Payload::decode(payload)?),
             Op::DeleteGroup => Request::DeleteGroup(Payload::decode(payload)?),
+            Op::DeployFunction => Request::DeployFunction(Payload::decode(payload)?),
+            Op::ListFunctions => Request::ListFunctions(Payload::decode(payload)?),
+            Op::DescribeFunction => Request::DescribeFunction(Payload::decode(payload)?),
+            Op::FunctionLogs => Request::FunctionLogs(Payload::decode(payload)?),
+            Op::DeleteFunction => Request::DeleteFunction(Payload::decode(payload)?),
+            Op::RollbackFunction => Request::RollbackFunction(Payload::decode(payload)?),
         })
     }
 }
@@ -932,7 +964,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn garbage_never_panics(op in 0u16..0x70, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn garbage_never_panics(op in 0u16..0x80, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Request::decode(op, Bytes::from(bytes));
         }
     }

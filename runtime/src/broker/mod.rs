@@ -6,9 +6,11 @@
 //! → [`Broker::produce_complete`] (waits for durability) → back to net.
 
 mod delay;
+mod function;
 mod group;
 
 pub use delay::sched_error;
+pub use function::function_error;
 pub use group::group_error;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
+use crate::functions::Functions;
 use crate::groups::Groups;
 use crate::log::{LogError, Partition, PendingAppend, TopicConfig};
 use crate::meta::MetaError;
@@ -81,6 +84,7 @@ pub struct Broker {
     store: Arc<Store>,
     scheduler: Arc<Scheduler>,
     groups: Arc<Groups>,
+    functions: Arc<Functions>,
     clock: Arc<dyn Clock>,
     settings: BrokerSettings,
     shutdown: CancellationToken,
@@ -112,13 +116,23 @@ impl Broker {
             clock.clone(),
             &settings.topic_defaults,
         ));
+        let shutdown = CancellationToken::new();
+        let functions = Arc::new(Functions::new(
+            store.clone(),
+            groups.clone(),
+            scheduler.clone(),
+            clock.clone(),
+            &settings.topic_defaults,
+            shutdown.clone(),
+        ));
         Broker {
             store,
             scheduler,
             groups,
+            functions,
             clock,
             settings,
-            shutdown: CancellationToken::new(),
+            shutdown,
             closed: AtomicBool::new(false),
         }
     }

@@ -36,6 +36,10 @@ pub enum Command {
     /// letters, delete, and consume as a member.
     #[command(subcommand)]
     Group(client::group::GroupCommand),
+    /// WebAssembly functions the broker runs: deploy (or a new version),
+    /// list, describe (metrics, lag), logs, delete, rollback.
+    #[command(name = "fn", subcommand)]
+    Fn(client::function::FnCommand),
     /// Run a benchmark program and print its figures.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -52,6 +56,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Consume(args) => client::exit_on_error(client::consume::run(args)),
         Command::Delay(cmd) => client::exit_on_error(client::delay::run(cmd)),
         Command::Group(cmd) => client::exit_on_error(client::group::run(cmd)),
+        Command::Fn(cmd) => client::exit_on_error(client::function::run(cmd)),
         Command::Bench(args) => crate::bench::run(*args),
     }
 }

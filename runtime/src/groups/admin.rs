@@ -9,7 +9,7 @@ use sluice_protocol::ops::{
 
 use super::{
     CF_GROUPS, Commit, Group, GroupError, Groups, Result, State, WindowKey, collect_commits,
-    copies, resolve,
+    copies, resolve_offset,
 };
 use crate::log::{LogError, Partition};
 use crate::meta::{Durability, MetaError};
@@ -121,7 +121,7 @@ impl Groups {
         Ok(match committed {
             Some(c) => c.clamp(partition.log_start_offset(), partition.high_watermark()),
             None if key.1.topic == g.retry_topic => partition.log_start_offset(),
-            None => resolve(partition, st.settings.start)?,
+            None => resolve_offset(partition, st.settings.start)?,
         })
     }
 
@@ -187,7 +187,7 @@ impl Groups {
         for p in wanted {
             let partition = t.partition(p)?;
             let offset = match req.to {
-                ResetTo::Spec(spec) => resolve(partition, spec)?,
+                ResetTo::Spec(spec) => resolve_offset(partition, spec)?,
                 ResetTo::Offset(o) => {
                     o.clamp(partition.log_start_offset(), partition.high_watermark())
                 }

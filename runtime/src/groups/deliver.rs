@@ -7,7 +7,7 @@ use sluice_protocol::headers;
 use sluice_protocol::ops::{DeliveredRange, GroupBatch, GroupDelivery, TopicPartition};
 use sluice_protocol::tag_expr::TagExpr;
 
-use super::copies;
+use super::{BatchFilter, copies};
 use super::window::{Delivered, MemberSlot, NewMessage, Window};
 use crate::log::{LogError, Partition};
 
@@ -115,6 +115,9 @@ pub(super) struct NewReader<'a> {
     pub deadline: i64,
     pub max_in_flight: usize,
     pub filter: Option<&'a TagExpr>,
+    /// The group's filter function, asked per stored batch.
+    pub function: Option<&'a dyn BatchFilter>,
+    pub group: &'a str,
     pub keyed: bool,
     pub is_retry: bool,
 }
@@ -148,7 +151,8 @@ impl NewReader<'_> {
                 return;
             }
         };
-        let parse = self.filter.is_some() || self.keyed || self.is_retry;
+        let parse =
+            self.filter.is_some() || self.function.is_some() || self.keyed || self.is_retry;
         for chunk in &read.chunks {
             let mut span: Option<(usize, usize)> = None;
             let mut ranges = Vec::new();
@@ -171,7 +175,10 @@ impl NewReader<'_> {
                     continue;
                 }
                 if parse {
-                    for r in batch.records().flatten() {
+                    let verdicts = self.function.and_then(|f| {
+                        f.verdicts(self.group, &tp.topic, tp.partition, batch.as_bytes())
+                    });
+                    for (i, r) in batch.records().flatten().enumerate() {
                         if r.offset < w.end() {
                             continue;
                         }
@@ -188,7 +195,9 @@ impl NewReader<'_> {
                                     .filter(|(k, _)| *k == headers::TAG)
                                     .filter_map(|(_, v)| v),
                             )
-                        });
+                        }) && verdicts
+                            .as_ref()
+                            .is_none_or(|v| v.get(i).copied().unwrap_or(true));
                         let message = matched.then(|| NewMessage {
                             key: if self.keyed { key_hash(r.key) } else { 0 },
                             attempts_before: if self.is_retry {

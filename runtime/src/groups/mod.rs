@@ -69,6 +69,19 @@ use window::{Expired, MemberSlot, SettleOutcome, Window};
 /// Group name → its settings (`GroupSettings` in wire encoding).
 pub const CF_GROUPS: &str = "groups";
 
+/// A server-side filter attached to a group (a filter function): asked
+/// about every stored batch of new messages before they enter the group's
+/// windows. Messages it rejects are settled for the group (acked), exactly
+/// like messages a tag filter rejects. It runs on the delivery path, under
+/// the group's lock, so it must answer within its own deadline.
+pub trait BatchFilter: Send + Sync + std::fmt::Debug {
+    /// One verdict per record of `batch` (one stored record batch), `true`
+    /// to deliver. `None` when the filter could not decide (it failed):
+    /// every message is delivered, so a broken filter never loses data.
+    fn verdicts(&self, group: &str, topic: &str, partition: u32, batch: &[u8])
+    -> Option<Vec<bool>>;
+}
+
 /// Fewest messages one push frame waits for before it is sent is 1; at
 /// most this many go in one.
 const MAX_PUSH_BATCH: u32 = 4096;
@@ -285,6 +298,8 @@ pub struct Groups {
     commits: Mutex<Vec<Commit>>,
     /// Serialises the creation of groups.
     creating: Mutex<()>,
+    /// Filter functions by group name (a group may not exist yet).
+    filters: parking_lot::RwLock<HashMap<String, Arc<dyn BatchFilter>>>,
 }
 
 impl Groups {
@@ -310,6 +325,7 @@ impl Groups {
             run_id,
             commits: Mutex::new(Vec::new()),
             creating: Mutex::new(()),
+            filters: parking_lot::RwLock::new(HashMap::new()),
         }
     }
 
@@ -476,6 +492,19 @@ impl Groups {
         match self.store.create_topic(name, self.internal_topic.clone()) {
             Ok(_) | Err(StoreError::Log(LogError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Attaches (or with `None` detaches) the filter function of `group`.
+    /// Takes effect from the next batch read, so each stored batch is
+    /// judged by exactly one version of a filter.
+    pub fn set_filter(&self, group: &str, filter: Option<Arc<dyn BatchFilter>>) {
+        match filter {
+            Some(f) => self.filters.write().insert(group.to_owned(), f),
+            None => self.filters.write().remove(group),
+        };
+        if let Some(g) = self.live(group) {
+            g.changed.notify_waiters();
         }
     }
 
@@ -730,6 +759,7 @@ impl Groups {
             generation: st.generation,
             deliveries: Vec::new(),
         };
+        let function = self.filters.read().get(&g.name).cloned();
         for tp in parts {
             if budget.spent() {
                 break;
@@ -758,6 +788,9 @@ impl Groups {
                 deadline,
                 max_in_flight: settings.max_in_flight as usize,
                 filter: filter.as_ref(),
+                // Retry copies passed the filter on their first delivery.
+                function: function.as_deref().filter(|_| !is_retry),
+                group: &g.name,
                 keyed: settings.ordered,
                 is_retry,
             };
@@ -801,7 +834,7 @@ impl Groups {
                     st.settings.start
                 };
                 w = Window::new(0, st.settings.ordered);
-                w.reset(resolve(partition, spec)?);
+                w.reset(resolve_offset(partition, spec)?);
             }
         }
         st.windows.insert(key.clone(), w);
@@ -1133,7 +1166,7 @@ fn join_response(st: &State, slot: MemberSlot) -> JoinGroupResponse {
 }
 
 /// The offset an offset spec names in `partition`.
-fn resolve(partition: &Partition, spec: OffsetSpec) -> Result<u64> {
+pub fn resolve_offset(partition: &Partition, spec: OffsetSpec) -> Result<u64> {
     Ok(match spec {
         OffsetSpec::Earliest => partition.log_start_offset(),
         OffsetSpec::Latest => partition.high_watermark(),

@@ -56,6 +56,9 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     crate::sched::CF_DELAY_TOPICS,
     crate::sched::CF_DELAY_COUNTS,
     crate::sched::CF_DELAY_STATE,
+    crate::functions::CF_FUNCTIONS,
+    crate::functions::CF_FUNCTION_KV,
+    crate::functions::CF_FUNCTION_STATE,
 ];
 
 /// Write-ahead log size past which RocksDB flushes memtables.

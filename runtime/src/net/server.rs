@@ -184,6 +184,9 @@ impl Server {
         self.endpoint
             .close(close_code::OK.into(), b"SHUTTING_DOWN: broker stopped");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Functions finish the batch in hand (and commit it) before the
+        // store closes.
+        self.broker.functions().stop().await;
         let broker = self.broker.clone();
         tokio::task::spawn_blocking(move || broker.close())
             .await
@@ -464,6 +467,32 @@ async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
             Op::DeleteGroup,
             request_id,
             broker.delete_group(r.0.group).await.map(|_| Empty),
+        ),
+        Request::DeployFunction(r) => ok(
+            Op::DeployFunction,
+            request_id,
+            broker.deploy_function(r).await,
+        ),
+        Request::ListFunctions(_) => ok(
+            Op::ListFunctions,
+            request_id,
+            Ok(broker.list_functions()),
+        ),
+        Request::DescribeFunction(r) => ok(
+            Op::DescribeFunction,
+            request_id,
+            broker.describe_function(&r.name).await,
+        ),
+        Request::FunctionLogs(r) => ok(Op::FunctionLogs, request_id, broker.function_logs(&r)),
+        Request::DeleteFunction(r) => ok(
+            Op::DeleteFunction,
+            request_id,
+            broker.delete_function(&r.name).await.map(|_| Empty),
+        ),
+        Request::RollbackFunction(r) => ok(
+            Op::RollbackFunction,
+            request_id,
+            broker.rollback_function(r).await,
         ),
         Request::Handshake(_)
         | Request::Produce(_)

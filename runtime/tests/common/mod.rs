@@ -21,6 +21,8 @@ pub struct Broker {
     pub addr: String,
     pub cert: PathBuf,
     pub dir: tempfile::TempDir,
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
 }
 
 impl Broker {
@@ -43,14 +45,30 @@ impl Broker {
             .enable_all()
             .build()
             .unwrap();
-        let node = rt.block_on(Node::start(&config, clock)).unwrap();
+        let node = rt.block_on(Node::start(&config, clock.clone())).unwrap();
         Broker {
             addr: node.addr().to_string(),
             cert: node.cert_path().to_path_buf(),
             node: Some(node),
             rt,
             dir,
+            config,
+            clock,
         }
+    }
+
+    /// Shuts the broker down gracefully and starts it again on the same
+    /// data directory (on a new port).
+    pub fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            self.rt.block_on(node.shutdown()).unwrap();
+        }
+        let node = self
+            .rt
+            .block_on(Node::start(&self.config, self.clock.clone()))
+            .unwrap();
+        self.addr = node.addr().to_string();
+        self.node = Some(node);
     }
 
     /// Another client of the broker (call inside `with_client`'s body).

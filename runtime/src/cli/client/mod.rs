@@ -1,5 +1,5 @@
 //! The client-side commands: `sluice topic`, `sluice produce`, `sluice
-//! consume`, `sluice delay`, `sluice group`.
+//! consume`, `sluice delay`, `sluice group`, `sluice fn`.
 //!
 //! Each connects to a broker with [`ConnectArgs`] (flags or `SLUICE_*`
 //! environment variables), runs on a tokio runtime of its own and reports
@@ -7,6 +7,7 @@
 
 pub mod consume;
 pub mod delay;
+pub mod function;
 pub mod group;
 pub mod produce;
 pub mod topic;

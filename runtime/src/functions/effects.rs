@@ -1,0 +1,230 @@
+//! Turning what a function produced into log appends and scheduler
+//! entries: output batching (one record batch per output partition, split
+//! at the topic's batch size) and committing a handler's effects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rocksdb::WriteBatch;
+use sluice_host_api::{Effects, OutgoingMessage};
+use sluice_protocol::batch::BatchBuilder;
+use sluice_protocol::ops::DelayedRecord;
+
+use super::store::FunctionStore;
+use crate::log::{Log, LogError, Partition};
+use crate::sched::{Delivery, Scheduler};
+
+/// Bytes a batch header adds (Kafka v2: 61), and a generous per-record
+/// overhead (varints), so split batches stay under the topic's limit.
+const BATCH_OVERHEAD: usize = 61;
+const RECORD_OVERHEAD: usize = 32;
+
+/// The partition a message goes to: by key (the client producer's rule,
+/// crc32c of the key, so keys land where producers put them), else
+/// `keyless` modulo the partition count.
+pub fn partition_for(
+    log: &Log,
+    topic: &str,
+    key: Option<&[u8]>,
+    keyless: u32,
+) -> Result<Arc<Partition>, LogError> {
+    let t = log.topic(topic)?;
+    let n = t.partitions().len().max(1) as u32;
+    let p = match key {
+        Some(k) => crc32c::crc32c(k) % n,
+        None => keyless % n,
+    };
+    t.partition(p).cloned()
+}
+
+/// One output message, borrowed from a guest's answer.
+#[derive(Debug)]
+pub struct OutMessage<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+impl<'a> OutMessage<'a> {
+    pub fn of(m: &'a OutgoingMessage) -> Self {
+        OutMessage {
+            key: m.key.as_deref(),
+            value: &m.value,
+            headers: m
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), Some(h.value.as_slice())))
+                .collect(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.key.map_or(0, <[u8]>::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 4)
+                .sum::<usize>()
+    }
+}
+
+/// Output batches being built, per output partition.
+#[derive(Debug)]
+pub struct OutputBatches {
+    now_ms: i64,
+    /// Producer id and next sequences (transforms); `None` = plain batches.
+    producer: Option<(i64, BTreeMap<(String, u32), i32>)>,
+    open: BTreeMap<(String, u32), (Arc<Partition>, BatchBuilder)>,
+    done: Vec<(Arc<Partition>, Bytes)>,
+}
+
+impl OutputBatches {
+    pub fn new(now_ms: i64) -> Self {
+        OutputBatches {
+            now_ms,
+            producer: None,
+            open: BTreeMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Batches carrying an idempotent producer id, numbered from `sequences`.
+    pub fn with_producer(now_ms: i64, id: i64, sequences: BTreeMap<(String, u32), i32>) -> Self {
+        OutputBatches {
+            producer: Some((id, sequences)),
+            ..Self::new(now_ms)
+        }
+    }
+
+    pub fn push(&mut self, partition: &Arc<Partition>, m: &OutMessage<'_>) {
+        let key = (partition.topic().to_owned(), partition.id());
+        let limit = partition.config().max_batch_bytes as usize;
+        if let Some((_, b)) = self.open.get(&key)
+            && !b.is_empty()
+            && b.size_in_bytes() + m.size() + BATCH_OVERHEAD > limit
+        {
+            self.seal(&key);
+        }
+        let (_, builder) = self
+            .open
+            .entry(key)
+            .or_insert_with(|| (partition.clone(), BatchBuilder::new(self.now_ms)));
+        builder.push(self.now_ms, m.key, Some(m.value), &m.headers);
+    }
+
+    fn seal(&mut self, key: &(String, u32)) {
+        let Some((partition, builder)) = self.open.remove(key) else {
+            return;
+        };
+        let builder = match &mut self.producer {
+            Some((id, sequences)) => {
+                let seq = sequences.entry(key.clone()).or_insert(0);
+                let first = *seq;
+                *seq = seq.wrapping_add(builder.len() as i32) & i32::MAX;
+                builder.producer(*id, 0, first)
+            }
+            None => builder,
+        };
+        self.done.push((partition, builder.finish()));
+    }
+
+    /// The finished batches and, for producer batches, the next sequences.
+    pub fn finish(mut self) -> (Vec<(Arc<Partition>, Bytes)>, BTreeMap<(String, u32), i32>) {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.seal(&k);
+        }
+        let sequences = self.producer.map(|(_, s)| s).unwrap_or_default();
+        (self.done, sequences)
+    }
+}
+
+/// Appends batches and waits until they are durable.
+pub fn append_all(batches: &[(Arc<Partition>, Bytes)]) -> Result<(), LogError> {
+    let pending = batches
+        .iter()
+        .map(|(p, b)| Ok((p, p.write_batch(BytesMut::from(&b[..]))?)))
+        .collect::<Result<Vec<_>, LogError>>()?;
+    for (p, w) in pending {
+        p.wait_durable(&w)?;
+    }
+    Ok(())
+}
+
+/// Commits a handler call's effects: kv writes and delay-id mappings in
+/// one synced write, then scheduled messages, cancellations, and emitted
+/// messages appended durably. The caller settles the messages afterwards,
+/// so a crash in between redelivers them (at least once).
+pub fn commit(
+    fs: &FunctionStore,
+    scheduler: &Scheduler,
+    name: &str,
+    effects: &Effects,
+    now_ms: i64,
+    keyless: u32,
+) -> Result<(), String> {
+    if effects.is_empty() {
+        return Ok(());
+    }
+    let log = fs.store().log();
+    let mut batch = WriteBatch::default();
+    fs.kv_write(&mut batch, name, &effects.kv_writes)
+        .map_err(|e| e.to_string())?;
+    if !effects.scheduled.is_empty() {
+        let deliveries = effects
+            .scheduled
+            .iter()
+            .map(|s| {
+                let p = partition_for(log, &s.topic, s.message.key.as_deref(), keyless)
+                    .map_err(|e| e.to_string())?;
+                Ok(Delivery {
+                    topic: s.topic.clone(),
+                    partition: p.id(),
+                    due_at_ms: s.at_ms as i64,
+                    repeat: None,
+                    record: delayed_record(&s.message),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for (s, r) in effects.scheduled.iter().zip(scheduler.schedule(deliveries)) {
+            let scheduled = r.map_err(|e| format!("schedule to {}: {e}", s.topic))?;
+            fs.put_delay(&mut batch, name, &s.id, scheduled.delay_id)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    fs.commit(batch).map_err(|e| e.to_string())?;
+    for id in &effects.cancelled {
+        if let Ok(Some(delay_id)) = fs.delay(name, id) {
+            scheduler
+                .cancel(delay_id)
+                .map_err(|e| format!("cancel {id}: {e}"))?;
+            let _ = fs.forget_delay(name, id);
+        }
+    }
+    if !effects.emitted.is_empty() {
+        let mut out = OutputBatches::new(now_ms);
+        for e in &effects.emitted {
+            let p = partition_for(log, &e.topic, e.message.key.as_deref(), keyless)
+                .map_err(|err| format!("emit to {}: {err}", e.topic))?;
+            out.push(&p, &OutMessage::of(&e.message));
+        }
+        append_all(&out.finish().0).map_err(|e| format!("emit: {e}"))?;
+    }
+    Ok(())
+}
+
+fn delayed_record(m: &OutgoingMessage) -> DelayedRecord {
+    DelayedRecord {
+        key: m.key.clone().map(Bytes::from),
+        value: Bytes::from(m.value.clone()),
+        headers: m
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), Bytes::from(h.value.clone())))
+            .collect(),
+        timestamp: -1,
+    }
+}

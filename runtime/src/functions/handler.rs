@@ -1,0 +1,256 @@
+//! A handler function: a member of its group, inside the broker.
+//!
+//! Each runner joins the group (as an ordinary member, so the group's
+//! assignment, ack timeouts, retries and dead letters apply unchanged),
+//! polls batches, calls the guest and settles each message by its
+//! outcome: ack, retry (after the guest's delay, or the group's backoff)
+//! or dead-letter. A failed call (trap, timeout, memory cap) is retried
+//! message by message, so one poison message fails alone; a message whose
+//! own call fails is nacked and counts an attempt, and after the group's
+//! `max_attempts` it lands in the group's dead-letter topic.
+//!
+//! A call's effects are committed before its messages are settled: a
+//! crash in between redelivers them, so effects are at least once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sluice_host_api::{BatchContext, Outcome};
+use sluice_protocol::ops::function::{Attach, LogLevel};
+use sluice_protocol::ops::{
+    AckRequest, GroupDelivery, JoinGroupRequest, MemberRef, Nack, NackAction, OffsetRange,
+    PartitionAcks,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::input::Input;
+use super::{Deployment, RUNNER_BACKOFF, Shared, effects};
+use crate::groups::GroupError;
+
+/// Connection id of handler members (no network connection closes them).
+const HANDLER_CONNECTION: u64 = u64::MAX;
+const SESSION_TIMEOUT_MS: u32 = 30_000;
+const POLL_WAIT: Duration = Duration::from_millis(500);
+const POLL_MAX_BYTES: u32 = 4 << 20;
+
+/// What happened to one message.
+type Settled = (u64, Result<Outcome, String>);
+
+/// Runs member `index` of handler `d` until `stop`.
+pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, index: u32, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        if let Err(e) = serve(&shared, &d, index, &stop).await {
+            d.set_status(format!("retrying: {e}"));
+            d.note(shared.now_ms(), LogLevel::Error, &format!("handler member {index}: {e}"));
+            tokio::select! {
+                _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    d: &Arc<Deployment>,
+    index: u32,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let manifest = d.active().manifest.clone();
+    let Attach::Handler {
+        group, settings, ..
+    } = &manifest.attach
+    else {
+        return Err("not a handler".into());
+    };
+    let groups = shared.groups.clone();
+    let req = JoinGroupRequest {
+        group: group.clone(),
+        member_id: String::new(),
+        instance_id: format!("fn.{}.{index}", d.name),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        settings: settings.clone(),
+    };
+    let client_id = format!("function {}", d.name);
+    let joined = tokio::task::spawn_blocking(move || {
+        groups.join(req, &client_id, HANDLER_CONNECTION)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("joining group {group}: {e}"))?;
+    let member = MemberRef {
+        group: group.clone(),
+        member_id: joined.member_id,
+    };
+    d.set_status("running");
+    let result = poll_loop(shared, d, &member, stop).await;
+    let groups = shared.groups.clone();
+    let m = member.clone();
+    let _ = tokio::task::spawn_blocking(move || groups.leave(&m)).await;
+    result
+}
+
+async fn poll_loop(
+    shared: &Arc<Shared>,
+    d: &Arc<Deployment>,
+    member: &MemberRef,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    while !stop.is_cancelled() {
+        let max = super::batch_messages(&d.active().manifest) as u32;
+        let batch = match shared
+            .groups
+            .poll(member, max, POLL_MAX_BYTES, POLL_WAIT, stop)
+            .await
+        {
+            Ok(b) => b,
+            Err(GroupError::UnknownMember { .. }) => return Err("left the group; rejoining".into()),
+            Err(e) => return Err(format!("polling: {e}")),
+        };
+        for delivery in batch.deliveries {
+            let settled = handle_delivery(shared, d, member, &delivery).await;
+            settle(shared, member, &delivery, settled).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle_delivery(
+    shared: &Arc<Shared>,
+    d: &Arc<Deployment>,
+    member: &MemberRef,
+    delivery: &GroupDelivery,
+) -> Vec<Settled> {
+    let mut input = Input::default();
+    input.extend(&delivery.records, |o| {
+        delivery
+            .ranges
+            .iter()
+            .any(|r| o >= r.first_offset && o < r.first_offset + u64::from(r.count))
+    });
+    let context = BatchContext {
+        topic: delivery.topic.clone(),
+        partition: delivery.partition,
+        group: Some(member.group.clone()),
+    };
+    call(shared.clone(), d.clone(), context, input).await
+}
+
+/// Calls the handler; on failure, retries message by message.
+fn call(
+    shared: Arc<Shared>,
+    d: Arc<Deployment>,
+    context: BatchContext,
+    input: Input,
+) -> BoxFuture<'static, Vec<Settled>> {
+    Box::pin(async move {
+        if input.is_empty() {
+            return Vec::new();
+        }
+        let active = d.active();
+        let started = Instant::now();
+        let buf = input.buf.clone();
+        match active.function.handle_async(context.clone(), buf).await {
+            Ok(out) => {
+                d.stats().call(out.messages, out.elapsed, out.fuel);
+                let (s, name, effects) = (shared.clone(), d.name.clone(), out.effects);
+                let keyless = context.partition;
+                let committed = tokio::task::spawn_blocking(move || {
+                    effects::commit(&s.fs, &s.scheduler, &name, &effects, s.now_ms(), keyless)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                match committed {
+                    Ok(()) => input.offsets.into_iter().zip(out.answer.into_iter().map(Ok)).collect(),
+                    Err(e) => {
+                        d.stats().error("commit");
+                        let reason = format!("could not commit the handler's effects: {e}");
+                        d.note(shared.now_ms(), LogLevel::Error, &reason);
+                        input.offsets.into_iter().map(|o| (o, Err(reason.clone()))).collect()
+                    }
+                }
+            }
+            Err(e) => {
+                d.stats().failed(input.len(), started.elapsed(), &e);
+                d.note(
+                    shared.now_ms(),
+                    LogLevel::Error,
+                    &format!(
+                        "call failed on {} message(s) at {}/{} offset {}: {e}",
+                        input.len(),
+                        context.topic,
+                        context.partition,
+                        input.offsets[0]
+                    ),
+                );
+                if input.len() == 1 {
+                    return vec![(input.offsets[0], Err(e.to_string()))];
+                }
+                let mut out = Vec::with_capacity(input.len());
+                for one in input.split() {
+                    out.extend(call(shared.clone(), d.clone(), context.clone(), one).await);
+                }
+                out
+            }
+        }
+    })
+}
+
+/// Acks and nacks the delivery's messages by their outcomes.
+async fn settle(
+    shared: &Arc<Shared>,
+    member: &MemberRef,
+    delivery: &GroupDelivery,
+    settled: Vec<Settled>,
+) -> Result<(), String> {
+    let mut ranges: Vec<OffsetRange> = Vec::new();
+    let mut nacks = Vec::new();
+    for (offset, outcome) in settled {
+        let (action, reason) = match outcome {
+            Ok(Outcome::Ack) => {
+                match ranges.last_mut() {
+                    Some(r) if r.first_offset + u64::from(r.count) == offset => r.count += 1,
+                    _ => ranges.push(OffsetRange {
+                        first_offset: offset,
+                        count: 1,
+                    }),
+                }
+                continue;
+            }
+            Ok(Outcome::Retry(None)) => (NackAction::Retry, "the handler asked for a retry".into()),
+            Ok(Outcome::Retry(Some(ms))) => (
+                NackAction::RetryAfter(ms.min(u64::from(u32::MAX)) as u32),
+                format!("the handler asked for a retry after {ms} ms"),
+            ),
+            Ok(Outcome::DeadLetter(reason)) => (NackAction::DeadLetter, reason),
+            Err(reason) => (NackAction::Retry, reason),
+        };
+        nacks.push(Nack {
+            topic: delivery.topic.clone(),
+            partition: delivery.partition,
+            offset,
+            action,
+            reason,
+        });
+    }
+    let req = AckRequest {
+        member: member.clone(),
+        acks: if ranges.is_empty() {
+            Vec::new()
+        } else {
+            vec![PartitionAcks {
+                topic: delivery.topic.clone(),
+                partition: delivery.partition,
+                ranges,
+            }]
+        },
+        nacks,
+    };
+    let groups = shared.groups.clone();
+    tokio::task::spawn_blocking(move || groups.ack(&req))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| format!("settling: {e}"))
+}

@@ -1,0 +1,511 @@
+//! A transform function: input topic → output topics, exactly once.
+//!
+//! One runner per input partition. Per batch it reads from its position,
+//! calls the guest, and builds one record batch per output partition,
+//! stamped with the runner's idempotent producer id and the next sequence
+//! numbers. Then, in one synced metadata write, it commits the new input
+//! position, the sequences, the call's kv writes **and the output batches
+//! themselves** (pending outputs); only then does it append the batches
+//! to the log and forget them.
+//!
+//! A crash before that write loses nothing (the batch is read again from
+//! the old position); a crash after it leaves pending outputs that the
+//! next start appends — after searching each output partition, from its
+//! end at commit time, for a batch with the runner's producer id and that
+//! base sequence, so a batch that made it into the log is not appended
+//! twice. Every input's outputs therefore appear exactly once. Emitted
+//! messages travel with the outputs and get the same guarantee; scheduled
+//! messages are handed to the scheduler after the commit (at least once).
+//!
+//! Failed calls are retried message by message; an input whose own call
+//! fails [`ATTEMPTS`] times, or that the guest reports as failed, goes to
+//! the function's dead-letter topic (`sluice.fn-dlq.<name>`) with the
+//! reason — as part of the same exactly-once outputs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocksdb::WriteBatch;
+use sluice_host_api::{BatchContext, Effects, TransformOutput};
+use sluice_protocol::batch::BatchIter;
+use sluice_protocol::headers;
+use sluice_protocol::ops::function::{Attach, LogLevel};
+use sluice_protocol::transform_output::OutputEntry;
+use tokio_util::sync::CancellationToken;
+
+use super::effects::{OutMessage, OutputBatches, append_all, partition_for};
+use super::input::Input;
+use super::store::{PendingBatch, TaskState};
+use super::{Active, Deployment, RUNNER_BACKOFF, Shared, dead_letter_topic};
+use crate::groups::resolve_offset;
+use crate::log::Partition;
+
+/// Calls one failing input gets before it is dead-lettered.
+pub const ATTEMPTS: u32 = 3;
+/// Bytes read from the input per batch at most.
+const READ_BYTES: usize = 1 << 20;
+
+/// Runs the transform of `d` on input partition `partition` until `stop`.
+pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, partition: u32, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        match serve(&shared, &d, partition, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                d.set_status(format!("retrying: {e}"));
+                d.note(
+                    shared.now_ms(),
+                    LogLevel::Error,
+                    &format!("transform partition {partition}: {e}"),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    d: Arc<Deployment>,
+    input: Arc<Partition>,
+    partition: u32,
+    state: TaskState,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("task failed: {e}"))?
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    d: &Arc<Deployment>,
+    partition: u32,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let Attach::Transform { input, start, .. } = d.active().manifest.attach.clone() else {
+        return Err("not a transform".into());
+    };
+    let part = shared
+        .store()
+        .log()
+        .partition(&input, partition)
+        .map_err(|e| e.to_string())?;
+    let (s, name, p) = (shared.clone(), d.name.clone(), part.clone());
+    let state = blocking(move || {
+        if let Some(state) = s.fs.task_state(&name, partition).map_err(|e| e.to_string())? {
+            return Ok(state);
+        }
+        // First start: fix the position now, so `latest` does not drift.
+        let state = TaskState {
+            position: resolve_offset(&p, start).map_err(|e| e.to_string())?,
+            producer_id: s
+                .store()
+                .meta()
+                .allocate_producer_id()
+                .map_err(|e| e.to_string())?,
+            sequences: Vec::new(),
+        };
+        let mut batch = WriteBatch::default();
+        s.fs.put_task(&mut batch, &name, partition, &state, &[])
+            .map_err(|e| e.to_string())?;
+        s.fs.commit(batch).map_err(|e| e.to_string())?;
+        Ok(state)
+    })
+    .await?;
+    let mut task = Task {
+        shared: shared.clone(),
+        d: d.clone(),
+        input: part,
+        partition,
+        state,
+    };
+    task.recover().await?;
+    d.positions.lock().insert(partition, task.state.position);
+    d.set_status("running");
+    let mut hw = task.input.watch_high_watermark();
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        hw.borrow_and_update();
+        if task.input.high_watermark() <= task.state.position {
+            tokio::select! {
+                _ = hw.changed() => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+            continue;
+        }
+        task.step().await?;
+        d.positions.lock().insert(partition, task.state.position);
+    }
+}
+
+impl Task {
+    /// Appends pending outputs a crash left behind (those not in the log).
+    async fn recover(&mut self) -> Result<(), String> {
+        let (s, name, partition, pid) = (
+            self.shared.clone(),
+            self.d.name.clone(),
+            self.partition,
+            self.state.producer_id,
+        );
+        let recovered = blocking(move || {
+            let pending = s.fs.pending(&name, partition).map_err(|e| e.to_string())?;
+            let mut appended = 0;
+            let mut batches = Vec::new();
+            for pb in &pending {
+                let Ok(out) = s.store().log().partition(&pb.topic, pb.partition) else {
+                    tracing::warn!(function = %name, topic = %pb.topic, "output topic is gone; dropping its pending outputs");
+                    continue;
+                };
+                let seq = sluice_protocol::batch::BatchHeader::parse(&pb.batch)
+                    .map_err(|e| e.to_string())?
+                    .base_sequence;
+                if !in_log(&out, pb.search_from, pid, seq).map_err(|e| e.to_string())? {
+                    batches.push((out, pb.batch.clone()));
+                    appended += 1;
+                }
+            }
+            append_all(&batches).map_err(|e| e.to_string())?;
+            s.fs.clear_pending(&name, partition).map_err(|e| e.to_string())?;
+            Ok((pending.len(), appended))
+        })
+        .await?;
+        if recovered.0 > 0 {
+            self.d.note(
+                self.shared.now_ms(),
+                LogLevel::Info,
+                &format!(
+                    "partition {}: recovered {} pending output batch(es), {} not yet in the log",
+                    self.partition, recovered.0, recovered.1
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Transforms one batch of input and commits it.
+    async fn step(&mut self) -> Result<(), String> {
+        let active = self.d.active();
+        let max = super::batch_messages(&active.manifest) as u64;
+        let from = self.state.position;
+        let read = self
+            .input
+            .read(from, READ_BYTES)
+            .map_err(|e| e.to_string())?;
+        // Whole stored batches, up to `max` messages past `from`.
+        let mut end = from;
+        let mut input = Input::default();
+        for chunk in &read.chunks {
+            for b in BatchIter::new(chunk).flatten() {
+                let h = b.header();
+                if h.next_offset() <= from {
+                    continue;
+                }
+                if end > from && end - from + u64::from(h.record_count) > max {
+                    break;
+                }
+                end = end.max(h.next_offset());
+                input.extend(b.as_bytes(), |o| o >= from);
+            }
+        }
+        if end == from {
+            return Err(format!("no readable batch at offset {from}"));
+        }
+        let context = BatchContext {
+            topic: self.input.topic().to_owned(),
+            partition: self.partition,
+            group: None,
+        };
+        let results = self.call(&active, &context, input).await;
+        self.commit(&active, end, results).await
+    }
+
+    /// Calls the transform on `input`; on failure, message by message.
+    async fn call(&self, active: &Active, context: &BatchContext, input: Input) -> Vec<CallResult> {
+        if input.is_empty() {
+            return Vec::new();
+        }
+        let mut todo = vec![(input, 1u32)];
+        let mut done = Vec::new();
+        while let Some((input, attempt)) = todo.pop() {
+            let started = Instant::now();
+            let buf = input.buf.clone();
+            match active.function.transform_async(context.clone(), buf).await {
+                Ok(out) => {
+                    self.d.stats().call(out.messages, out.elapsed, out.fuel);
+                    done.push(CallResult::Done {
+                        input,
+                        answer: out.answer,
+                        effects: out.effects,
+                    });
+                }
+                Err(e) => {
+                    self.d.stats().failed(input.len(), started.elapsed(), &e);
+                    self.d.note(
+                        self.shared.now_ms(),
+                        LogLevel::Error,
+                        &format!(
+                            "call failed on {} message(s) at offset {} (attempt {attempt}): {e}",
+                            input.len(),
+                            input.offsets[0]
+                        ),
+                    );
+                    if input.len() > 1 {
+                        // Reversed, so they are popped in input order.
+                        todo.extend(input.split().into_iter().rev().map(|i| (i, 1)));
+                    } else if attempt < ATTEMPTS && !e.is_transient() {
+                        todo.push((input, attempt + 1));
+                    } else if e.is_transient() {
+                        todo.push((input, attempt));
+                    } else {
+                        done.push(CallResult::Failed {
+                            input,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        done
+    }
+
+    /// Commits the outputs with the new position, then appends them.
+    async fn commit(
+        &mut self,
+        active: &Active,
+        end: u64,
+        results: Vec<CallResult>,
+    ) -> Result<(), String> {
+        let Attach::Transform { outputs, .. } = &active.manifest.attach else {
+            return Err("not a transform".into());
+        };
+        let default_output = outputs[0].clone();
+        let shared = self.shared.clone();
+        let name = self.d.name.clone();
+        let partition = self.partition;
+        let mut state = self.state.clone();
+        state.position = end;
+        let input_topic = self.input.topic().to_owned();
+        let (built, dead) = blocking(move || {
+            let log = shared.store().log();
+            let now = shared.now_ms();
+            let sequences = state
+                .sequences
+                .iter()
+                .map(|(t, p, s)| ((t.clone(), *p), *s))
+                .collect();
+            let mut out = OutputBatches::with_producer(now, state.producer_id, sequences);
+            let mut kv = WriteBatch::default();
+            let mut scheduled = Effects::default();
+            let mut dead = 0;
+            let dlq = dead_letter_topic(&name);
+            for r in &results {
+                let failures = match r {
+                    CallResult::Done {
+                        input,
+                        answer,
+                        effects,
+                    } => {
+                        let failures = route(log, &mut out, &default_output, partition, input, answer)?;
+                        for e in &effects.emitted {
+                            let p = partition_for(log, &e.topic, e.message.key.as_deref(), partition)
+                                .map_err(|err| format!("emit to {}: {err}", e.topic))?;
+                            out.push(&p, &OutMessage::of(&e.message));
+                        }
+                        shared
+                            .fs
+                            .kv_write(&mut kv, &name, &effects.kv_writes)
+                            .map_err(|e| e.to_string())?;
+                        scheduled.scheduled.extend(effects.scheduled.iter().cloned());
+                        scheduled.cancelled.extend(effects.cancelled.iter().cloned());
+                        failures
+                    }
+                    CallResult::Failed { input, reason } => input
+                        .offsets
+                        .iter()
+                        .map(|o| (*o, reason.clone(), input))
+                        .collect(),
+                };
+                if !failures.is_empty() {
+                    shared.ensure_topic(&dlq).map_err(|e| e.to_string())?;
+                    let dlq_partition = log.partition(&dlq, 0).map_err(|e| e.to_string())?;
+                    for (offset, reason, input) in failures {
+                        dead_letter(&mut out, &dlq_partition, &input_topic, partition, offset, &reason, input);
+                        dead += 1;
+                    }
+                }
+            }
+            let (batches, sequences) = out.finish();
+            state.sequences = sequences
+                .into_iter()
+                .map(|((t, p), s)| (t, p, s))
+                .collect();
+            let pending: Vec<PendingBatch> = batches
+                .iter()
+                .map(|(p, b)| PendingBatch {
+                    topic: p.topic().to_owned(),
+                    partition: p.id(),
+                    search_from: p.high_watermark(),
+                    batch: b.clone(),
+                })
+                .collect();
+            shared
+                .fs
+                .put_task(&mut kv, &name, partition, &state, &pending)
+                .map_err(|e| e.to_string())?;
+            shared.fs.commit(kv).map_err(|e| e.to_string())?;
+            // Committed: from here on a crash is recovered from `pending`.
+            append_all(&batches).map_err(|e| format!("appending outputs: {e}"))?;
+            if !pending.is_empty() {
+                shared
+                    .fs
+                    .clear_pending(&name, partition)
+                    .map_err(|e| e.to_string())?;
+            }
+            if !scheduled.is_empty() {
+                super::effects::commit(&shared.fs, &shared.scheduler, &name, &scheduled, now, partition)?;
+            }
+            Ok((state, dead))
+        })
+        .await?;
+        if dead > 0 {
+            for _ in 0..dead {
+                self.d.stats().error("dead_letter");
+            }
+            self.d.note(
+                self.shared.now_ms(),
+                LogLevel::Warn,
+                &format!("{dead} input(s) dead-lettered to {}", dead_letter_topic(&self.d.name)),
+            );
+        }
+        self.state = built;
+        Ok(())
+    }
+}
+
+enum CallResult {
+    Done {
+        input: Input,
+        answer: TransformOutput,
+        effects: Effects,
+    },
+    Failed {
+        input: Input,
+        reason: String,
+    },
+}
+
+/// Adds a call's output messages to `out`; returns the inputs the guest
+/// reported as failed.
+fn route<'a>(
+    log: &crate::log::Log,
+    out: &mut OutputBatches,
+    default_output: &str,
+    partition: u32,
+    input: &'a Input,
+    answer: &TransformOutput,
+) -> Result<Vec<(u64, String, &'a Input)>, String> {
+    let mut failures = Vec::new();
+    for entry in answer.entries() {
+        match entry {
+            OutputEntry::Message {
+                topic,
+                key,
+                value,
+                headers,
+                ..
+            } => {
+                let topic = if topic.is_empty() { default_output } else { topic };
+                let p = partition_for(log, topic, key, partition)
+                    .map_err(|e| format!("output to {topic}: {e}"))?;
+                let m = OutMessage {
+                    key,
+                    value,
+                    headers: headers.map(|(k, v)| (k, Some(v))).collect(),
+                };
+                out.push(&p, &m);
+            }
+            OutputEntry::Failure { input: i, reason } => {
+                let offset = input.offsets.get(i as usize).copied().unwrap_or_default();
+                failures.push((offset, reason.to_owned(), input));
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Adds the input at `offset` to the dead-letter batch, with its origin and
+/// the reason in headers.
+fn dead_letter(
+    out: &mut OutputBatches,
+    dlq: &Arc<Partition>,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    reason: &str,
+    input: &Input,
+) {
+    let Some(r) = BatchIter::new(&input.buf)
+        .flatten()
+        .flat_map(|b| b.records().flatten().collect::<Vec<_>>())
+        .find(|r| r.offset == offset)
+    else {
+        return;
+    };
+    let (p, o) = (partition.to_string(), offset.to_string());
+    let mut hs: Vec<(&str, Option<&[u8]>)> = r
+        .headers()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with(headers::RESERVED_PREFIX) || *k == headers::TAG)
+        .collect();
+    hs.push((headers::ORIGIN_TOPIC, Some(topic.as_bytes())));
+    hs.push((headers::ORIGIN_PARTITION, Some(p.as_bytes())));
+    hs.push((headers::ORIGIN_OFFSET, Some(o.as_bytes())));
+    hs.push((headers::DEAD_REASON, Some(reason.as_bytes())));
+    out.push(
+        dlq,
+        &OutMessage {
+            key: r.key,
+            value: r.value.unwrap_or_default(),
+            headers: hs,
+        },
+    );
+}
+
+/// Whether `partition` holds, at or after `from`, a batch of producer
+/// `pid` starting at sequence `seq`.
+fn in_log(
+    partition: &Partition,
+    from: u64,
+    pid: i64,
+    seq: i32,
+) -> Result<bool, crate::log::LogError> {
+    let mut offset = from.max(partition.log_start_offset());
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, READ_BYTES)?;
+        let mut advanced = false;
+        for chunk in &read.chunks {
+            for b in BatchIter::new(chunk).flatten() {
+                let h = b.header();
+                if h.producer_id == pid && h.base_sequence == seq {
+                    return Ok(true);
+                }
+                if h.next_offset() > offset {
+                    offset = h.next_offset();
+                    advanced = true;
+                }
+            }
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(false)
+}
