@@ -59,3 +59,9 @@ pub use services::{
     LogSink, OutgoingMessage, Scheduled, Services, SystemClock,
 };
 pub use world::FunctionKind;
+
+/// The content digest a loaded [`Function`] reports (SHA-256, lowercase
+/// hex): lets a caller tell whether bytes are already deployed.
+pub fn component_digest(bytes: &[u8]) -> String {
+    cache::digest(bytes)
+}

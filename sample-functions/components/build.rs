@@ -146,6 +146,7 @@ fn main() {
 
     let release = target_dir.join(TARGET).join("release");
     let mut code = String::new();
+    let mut embedded = String::new();
     let mut all = String::new();
     for (name, package, what) in GUESTS {
         let path = release.join(format!("{}.wasm", package.replace('-', "_")));
@@ -161,6 +162,13 @@ fn main() {
         )
         .unwrap();
         writeln!(all, "    ({package:?}, {name}),").unwrap();
+        if package.starts_with("sample-") {
+            writeln!(
+                embedded,
+                "/// `{package}`: {what}\npub static {name}: &[u8] = include_bytes!({path:?});"
+            )
+            .unwrap();
+        }
     }
     writeln!(
         code,
@@ -168,6 +176,7 @@ fn main() {
     )
     .unwrap();
     std::fs::write(out_dir.join("components.rs"), code).expect("write components.rs");
+    std::fs::write(out_dir.join("embedded.rs"), embedded).expect("write embedded.rs");
 }
 
 /// Whether the standard library for wasm32-wasip2 is installed for `rustc`.

@@ -459,8 +459,7 @@ impl Payload for DeployFunctionRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployFunctionResponse {
     pub version: u32,
-    /// The component's content digest (its SHA-256, as the broker spells
-    /// it: hex, possibly with an `sha256:` prefix), so a client can tell
+    /// The component's SHA-256 in lowercase hex, so a client can tell
     /// whether a deploy changed anything.
     pub digest: String,
     /// The version it replaced; 0 = none (a new function).
@@ -1275,6 +1274,24 @@ mod tests {
         assert!(matches!(h.attach, Attach::Handler { concurrency: 3, .. }));
         let f = FunctionManifest::filter("f", "g").timeout(Duration::from_secs(u64::MAX));
         assert_eq!(f.limits.timeout_ms, u32::MAX);
+    }
+
+    #[test]
+    fn manifest_bytes_match_the_docs() {
+        // docs/protocol.md, "Function manifest": a filter `vip` on group
+        // `billing`, nothing else.
+        let expected: &[u8] = &[
+            0x00, 0x03, b'v', b'i', b'p', // name
+            0x00, // attach: filter
+            0x00, 0x07, b'b', b'i', b'l', b'l', b'i', b'n', b'g', // group
+            0, 0, 0, 0, // config
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, // limits
+            0, 0, 0, 0, // allowed topics
+        ];
+        let bytes = FunctionManifest::filter("vip", "billing").encode();
+        assert_eq!(bytes.len(), 51);
+        assert_eq!(&bytes[..], expected);
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct DevArgs {
     /// Open the store, print the report and exit instead of serving.
     #[arg(long)]
     pub check: bool,
+    /// Deploy the sample functions on demo topics (a filter, transforms
+    /// and handlers) and seed a few orders: see what functions do.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Args)]
@@ -54,16 +58,16 @@ pub fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         store.close()?;
         return Ok(());
     }
-    run_broker(config)
+    run_broker(config, args.demo)
 }
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = BrokerConfig::load(args.config.as_deref(), &args.overrides)?;
     config.validate_for_serve()?;
-    run_broker(config)
+    run_broker(config, false)
 }
 
-fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
+fn run_broker(config: BrokerConfig, demo: bool) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -75,6 +79,9 @@ fn run_broker(config: BrokerConfig) -> anyhow::Result<()> {
             let mut interrupt = signal(SignalKind::interrupt())?;
             let node = Node::start(&config, Arc::new(SystemClock)).await?;
             print_report(node.broker().store());
+            if demo {
+                println!("{}", super::demo::install(node.broker()).await?);
+            }
             let anonymous = if config.auth.allow_anonymous { "anonymous access allowed" } else { "tokens required" };
             println!(
                 "Sluice is running on {} ({anonymous}); clients trust {}. Ctrl-C to stop.",

@@ -2,6 +2,7 @@
 //! benchmarks.
 
 mod client;
+mod demo;
 mod dev;
 
 use clap::{Parser, Subcommand};

@@ -16,6 +16,16 @@
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
+/// The sample functions' bytes, built into the binary that uses them (the
+/// broker's `sluice dev --demo` deploys them), one static per sample.
+///
+/// ```
+/// assert_eq!(&sluice_sample_components::embedded::PII_REDACT[..4], b"\0asm");
+/// ```
+pub mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
 /// Every guest as `(package name, component path)`, in the order above.
 ///
 /// ```

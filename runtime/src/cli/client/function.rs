@@ -582,61 +582,33 @@ impl AttachFields {
                  or --handler-group GROUP (or [attach] in the manifest)"
             );
         };
+        use FunctionKind::{Handler as H, Transform as T};
         // (is set, flag, manifest key, the kinds it belongs to)
-        let fields: [(bool, &str, &str, &[FunctionKind]); 9] = [
-            (
-                self.input.is_some(),
-                "--transform-input",
-                "input",
-                &[FunctionKind::Transform],
-            ),
-            (
-                self.outputs.is_some(),
-                "--output",
-                "outputs",
-                &[FunctionKind::Transform],
-            ),
-            (
-                self.start.is_some(),
-                "--start",
-                "start",
-                &[FunctionKind::Transform, FunctionKind::Handler],
-            ),
-            (
-                self.topic.is_some(),
-                "--topic",
-                "topic",
-                &[FunctionKind::Handler],
-            ),
+        let fields: [(bool, &str, &str, &[FunctionKind]); 10] = [
+            (self.input.is_some(), "--transform-input", "input", &[T]),
+            (self.outputs.is_some(), "--output", "outputs", &[T]),
+            (self.start.is_some(), "--start", "start", &[T, H]),
+            (self.topic.is_some(), "--topic", "topic", &[H]),
             (
                 self.concurrency.is_some(),
                 "--concurrency",
                 "concurrency",
-                &[FunctionKind::Handler],
+                &[H],
             ),
             (
                 self.max_attempts.is_some(),
                 "--max-attempts",
                 "max_attempts",
-                &[FunctionKind::Handler],
+                &[H],
             ),
-            (
-                self.retry_ms.is_some(),
-                "--retry",
-                "retry",
-                &[FunctionKind::Handler],
-            ),
-            (
-                self.ordered.is_some() || self.tags.is_some(),
-                "--ordered/--tags",
-                "ordered/tags",
-                &[FunctionKind::Handler],
-            ),
+            (self.retry_ms.is_some(), "--retry", "retry", &[H]),
+            (self.ordered.is_some(), "--ordered", "ordered", &[H]),
+            (self.tags.is_some(), "--tags", "tags", &[H]),
             (
                 self.ack_timeout_ms.is_some(),
                 "--ack-timeout",
                 "ack_timeout",
-                &[FunctionKind::Handler],
+                &[H],
             ),
         ];
         for (set, flag, key, kinds) in fields {
