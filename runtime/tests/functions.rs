@@ -323,7 +323,12 @@ async fn wait_caught_up(client: &Client, name: &str, partitions: usize) -> Funct
 /// flight), the group's retry topic included.
 async fn wait_settled(client: &Client, group: &str) {
     wait_for(&format!("group {group} settled"), async || {
-        let d = client.describe_group(group).await.unwrap();
+        let d = match client.describe_group(group).await {
+            Ok(d) => d,
+            // A handler's members have not joined yet.
+            Err(e) if e.code() == Some(ErrorCode::UnknownGroup) => return Err(e.to_string()),
+            Err(e) => panic!("describing group {group}: {e}"),
+        };
         let settled = !d.partitions.is_empty()
             && d.partitions.iter().all(|p| p.lag == 0 && p.in_flight == 0);
         if settled { Ok(()) } else { Err(format!("{d:#?}")) }
@@ -362,6 +367,12 @@ fn order(i: usize, region: Option<&str>) -> String {
         Some(r) => format!(r#"{{"id":{i},"region":"{r}"}}"#),
         None => format!(r#"{{"id":{i}}}"#),
     }
+}
+
+/// The `id` of an [`order`].
+fn order_id(value: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(value).unwrap();
+    v["id"].as_u64().unwrap() as usize
 }
 
 // ------------------------------------------------------------------ router
@@ -431,10 +442,12 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
         ] {
             let got = read_topic(client, topic).await;
             assert_eq!(&sorted_values(&got), want, "{topic}");
-            // Copies keep the input's key.
+            // Copies keep the input's key, and go to the partition of that
+            // key (as a producer would put them).
             for r in &got {
-                let id: usize = r.value[6..].split(',').next().unwrap().trim_end_matches('}').parse().unwrap();
-                assert_eq!(r.key.as_deref(), Some(format!("order-{id}").as_bytes()), "{r:?}");
+                let key = format!("order-{}", order_id(&r.value));
+                assert_eq!(r.key.as_deref(), Some(key.as_bytes()), "{r:?}");
+                assert_eq!(r.partition, crc32c::crc32c(key.as_bytes()) % 2, "{r:?}");
             }
         }
         // Nothing failed for the router with a default.
@@ -467,7 +480,7 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
             assert_eq!(r.header(headers::ORIGIN_TOPIC).as_deref(), Some("orders"));
             let partition: u32 = r.header(headers::ORIGIN_PARTITION).unwrap().parse().unwrap();
             let offset: u64 = r.header(headers::ORIGIN_OFFSET).unwrap().parse().unwrap();
-            let id: usize = r.value[6..].split(',').next().unwrap().trim_end_matches('}').parse().unwrap();
+            let id = order_id(&r.value);
             // Message i went to partition i % 2 at offset i / 2.
             assert_eq!((partition, offset), ((id % 2) as u32, (id / 2) as u64), "{r:?}");
             assert_eq!(r.key.as_deref(), Some(format!("order-{id}").as_bytes()));
@@ -534,7 +547,7 @@ fn reminder_follow_up_arrives_only_once_the_clock_passes_its_delay() {
         let got = wait_records(client, "reminders", 1).await;
         assert_eq!(got.len(), 1, "{got:?}");
         let r = &got[0];
-        assert_eq!(r.value, "water the plants");
+        assert_eq!((r.offset, r.value.as_str()), (0, "water the plants"));
         assert_eq!(r.key.as_deref(), Some(&b"task-7"[..]));
         assert_eq!(r.header("reminder-of"), Some(id), "{r:?}");
         wait_for("the delay gone", async || {
@@ -544,5 +557,684 @@ fn reminder_follow_up_arrives_only_once_the_clock_passes_its_delay() {
         .await;
         // Exactly one.
         assert_eq!(read_topic(client, "reminders").await.len(), 1);
+    });
+}
+
+// ------------------------------------------------------------------ bad guests
+
+#[test]
+fn a_trapping_handler_dead_letters_its_poison_messages_while_a_transform_keeps_working() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("jobs", 2, &[]).await.unwrap();
+        client.create_topic("raw", 2, &[]).await.unwrap();
+        client.create_topic("clean", 1, &[]).await.unwrap();
+        client
+            .deploy_function(
+                FunctionManifest::transform("pii", "raw", ["clean"]).start(OffsetSpec::Earliest),
+                components::bytes(components::PII_REDACT),
+            )
+            .await
+            .unwrap();
+        let settings = GroupSettings {
+            topic: "jobs".into(),
+            start: OffsetSpec::Earliest,
+            max_attempts: 3,
+            retry_ladder_ms: vec![10],
+            ..GroupSettings::default()
+        };
+        client
+            .deploy_function(
+                FunctionManifest::handler("trap", "bad", settings),
+                components::bytes(components::TRAP),
+            )
+            .await
+            .unwrap();
+        let raw = |from: usize, to: usize| -> Vec<Message> {
+            (from..to)
+                .map(|i| {
+                    Message::new("raw", format!("note {i} call +1 415 555 0{i:03}"))
+                        .partition(Partitioning::Explicit((i % 2) as u32))
+                })
+                .collect()
+        };
+        produce(client, raw(0, 100)).await;
+        let jobs: Vec<(String, &str)> = (0..40)
+            .map(|i| (format!("job-{i}"), if i % 10 == 3 { "boom" } else { "work" }))
+            .collect();
+        produce(
+            client,
+            jobs.iter()
+                .enumerate()
+                .map(|(i, (k, v))| {
+                    Message::new("jobs", *v)
+                        .key(k.clone())
+                        .partition(Partitioning::Explicit((i % 2) as u32))
+                })
+                .collect(),
+        )
+        .await;
+        // While the handler traps, the transform goes on.
+        wait_for("the handler trapping", async || {
+            let d = client.describe_function("trap").await.unwrap();
+            if errors(&d).contains_key("trap") { Ok(()) } else { Err(format!("{:?}", d.metrics)) }
+        })
+        .await;
+        produce(client, raw(100, 200)).await;
+
+        let dlq = sluice_client::group::dead_letter_topic("bad");
+        assert_eq!(dlq, "sluice.dlq.bad");
+        let booms: Vec<String> = sorted(
+            jobs.iter()
+                .filter(|(_, v)| *v == "boom")
+                .map(|(k, _)| k.clone())
+                .collect(),
+        );
+        wait_records(client, &dlq, booms.len()).await;
+        wait_settled(client, "bad").await;
+        let dead = read_topic(client, &dlq).await;
+        let mut keys: Vec<String> = dead
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, booms, "exactly the poison messages, once each: {dead:#?}");
+        for r in &dead {
+            assert_eq!(r.value, "boom");
+            let reason = r.header(headers::DEAD_REASON).unwrap_or_default();
+            assert!(
+                reason.contains("boom: deliberate panic") && reason.contains("trap"),
+                "dead reason {reason:?}"
+            );
+        }
+        let d = client.describe_function("trap").await.unwrap();
+        let traps = errors(&d).get("trap").copied().unwrap_or(0);
+        // Each poison message failed on its own max_attempts times.
+        assert!(traps >= 3 * booms.len() as u64, "{:?}", d.metrics);
+        assert_eq!(errors(&d).len(), 1, "{:?}", d.metrics.errors);
+        let g = client.describe_group("bad").await.unwrap();
+        assert_eq!(g.dead_letters, booms.len() as u64, "{g:#?}");
+        let lines = wait_log(client, "trap", "boom: deliberate panic").await;
+        assert!(
+            lines.iter().any(|l| l.contains("call failed") && l.contains("boom: deliberate panic")),
+            "{lines:#?}"
+        );
+        let listed = client.list_functions().await.unwrap();
+        let trap = listed.iter().find(|f| f.name == "trap").unwrap();
+        assert!(trap.errors >= traps, "{trap:?}");
+
+        // The transform: every note redacted once, no error.
+        wait_caught_up(client, "pii", 2).await;
+        let clean = read_topic(client, "clean").await;
+        let want = sorted((0..200).map(|i| format!("note {i} call [phone]")).collect());
+        assert_eq!(sorted_values(&clean), want);
+        let p = client.describe_function("pii").await.unwrap();
+        assert!(errors(&p).is_empty(), "{:?}", p.metrics.errors);
+    });
+}
+
+#[test]
+fn a_filter_that_loops_or_exhausts_its_memory_lets_every_message_through() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("ticks", 2, &[]).await.unwrap();
+        client
+            .deploy_function(
+                FunctionManifest::filter("spin", "spinners").timeout(Duration::from_millis(50)),
+                components::bytes(components::ENDLESS_LOOP),
+            )
+            .await
+            .unwrap();
+        client
+            .deploy_function(
+                FunctionManifest::filter("bomb", "bombed").memory_bytes(16 << 20),
+                components::bytes(components::MEMORY_BOMB),
+            )
+            .await
+            .unwrap();
+        let group = |g: &str| {
+            GroupConfig::new(g, "ticks")
+                .start(OffsetSpec::Earliest)
+                .poll_max_wait(Duration::from_millis(100))
+        };
+        let spinners = client.group_consumer(group("spinners")).await.unwrap();
+        let bombed = client.group_consumer(group("bombed")).await.unwrap();
+        let n = 60;
+        let msgs = (0..n)
+            .map(|i| Message::new("ticks", format!("tick-{i}")).partition(Partitioning::Explicit(i % 2)))
+            .collect();
+        produce(client, msgs).await;
+        let want = sorted((0..n).map(|i| format!("tick-{i}")).collect());
+        assert_eq!(consume(&spinners, want.len()).await, want);
+        assert_eq!(consume(&bombed, want.len()).await, want);
+        wait_settled(client, "spinners").await;
+        wait_settled(client, "bombed").await;
+
+        for (name, kind) in [("spin", "timeout"), ("bomb", "memory")] {
+            let d = client.describe_function(name).await.unwrap();
+            let e = errors(&d);
+            assert!(e.get(kind).copied().unwrap_or(0) >= 1, "{name}: {:?}", d.metrics);
+            assert_eq!(e.len(), 1, "{name}: only {kind} errors: {e:?}");
+            let lines = wait_log(client, name, "delivering the batch unfiltered").await;
+            assert!(
+                lines.iter().any(|l| l.contains("delivering the batch unfiltered") && l.contains(kind)),
+                "{name}: {lines:#?}"
+            );
+        }
+        spinners.leave().await.unwrap();
+        bombed.leave().await.unwrap();
+    });
+}
+
+// ------------------------------------------------------------------ admin
+
+/// `(name, version)` of every deployed function.
+async fn listed(client: &Client) -> Vec<(String, u32)> {
+    client
+        .list_functions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.name, f.version))
+        .collect()
+}
+
+#[test]
+fn refused_deploys_change_nothing_and_unknown_names_are_reported() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("raw", 1, &[]).await.unwrap();
+        client.create_topic("clean", 1, &[]).await.unwrap();
+        let keep = || FunctionManifest::transform("keep", "raw", ["clean"]);
+        let v1 = client
+            .deploy_function(keep(), components::bytes(components::PII_REDACT))
+            .await
+            .unwrap();
+        assert_eq!((v1.version, v1.previous_version), (1, 0));
+        let before = client.describe_function("keep").await.unwrap();
+
+        let garbage = b"\0asm this is not a component at all".to_vec();
+        let cases: Vec<(&str, FunctionManifest, Vec<u8>, ErrorCode, &str)> = vec![
+            (
+                "garbage",
+                keep(),
+                garbage.clone(),
+                ErrorCode::InvalidFunction,
+                "not a valid WebAssembly component",
+            ),
+            (
+                "garbage, new name",
+                FunctionManifest::transform("fresh", "raw", ["clean"]),
+                garbage,
+                ErrorCode::InvalidFunction,
+                "not a valid WebAssembly component",
+            ),
+            (
+                "wrong world",
+                keep(),
+                components::bytes(components::WRONG_WORLD),
+                ErrorCode::InvalidFunction,
+                "implements no Sluice world",
+            ),
+            (
+                "wrong world, new name",
+                FunctionManifest::filter("fresh", "g"),
+                components::bytes(components::WRONG_WORLD),
+                ErrorCode::InvalidFunction,
+                "implements no Sluice world",
+            ),
+            (
+                "a filter as a transform",
+                keep(),
+                components::bytes(components::TAG_FILTER),
+                ErrorCode::InvalidFunction,
+                "implements the filter world, but the deployment asks for a transform",
+            ),
+            (
+                "a filter as a transform, new name",
+                FunctionManifest::transform("fresh", "raw", ["clean"]).config("tags", "red"),
+                components::bytes(components::TAG_FILTER),
+                ErrorCode::InvalidFunction,
+                "implements the filter world, but the deployment asks for a transform",
+            ),
+            (
+                "unknown input topic",
+                FunctionManifest::transform("keep", "nope", ["clean"]),
+                components::bytes(components::PII_REDACT),
+                ErrorCode::UnknownTopic,
+                "nope",
+            ),
+            (
+                "unknown input topic, new name",
+                FunctionManifest::transform("fresh", "nope", ["clean"]),
+                components::bytes(components::PII_REDACT),
+                ErrorCode::UnknownTopic,
+                "nope",
+            ),
+            (
+                "unknown output topic",
+                FunctionManifest::transform("fresh", "raw", ["clean", "missing"]),
+                components::bytes(components::PII_REDACT),
+                ErrorCode::UnknownTopic,
+                "missing",
+            ),
+        ];
+        for (what, manifest, bytes, code, needle) in cases {
+            let message = refused(client.deploy_function(manifest, bytes).await, code);
+            assert!(message.contains(needle), "{what}: {message:?} should mention {needle:?}");
+            assert_eq!(listed(client).await, [("keep".to_owned(), 1)], "{what}");
+            let now = client.describe_function("keep").await.unwrap();
+            assert_eq!(
+                (now.version, &now.digest, &now.versions, &now.manifest),
+                (before.version, &before.digest, &before.versions, &before.manifest),
+                "{what}"
+            );
+            refused(client.describe_function("fresh").await, ErrorCode::UnknownFunction);
+        }
+        // The refusals used no version number.
+        let v2 = client
+            .deploy_function(keep().config("note", "2"), components::bytes(components::PII_REDACT))
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v2.previous_version), (2, 1));
+
+        for name in ["ghost", "fresh"] {
+            let m = refused(client.describe_function(name).await, ErrorCode::UnknownFunction);
+            assert!(m.contains(name), "{m}");
+            refused(client.function_logs(name, 0, 10).await, ErrorCode::UnknownFunction);
+            refused(client.delete_function(name).await, ErrorCode::UnknownFunction);
+            refused(client.rollback_function(name, None).await, ErrorCode::UnknownFunction);
+            refused(client.rollback_function(name, Some(1)).await, ErrorCode::UnknownFunction);
+        }
+        assert_eq!(listed(client).await, [("keep".to_owned(), 2)]);
+    });
+}
+
+#[test]
+fn versions_roll_back_and_a_deleted_function_starts_over() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("raw", 2, &[]).await.unwrap();
+        client.create_topic("clean", 1, &[]).await.unwrap();
+        client.create_topic("orders", 1, &[]).await.unwrap();
+        let pii = |note: &str| {
+            FunctionManifest::transform("redact", "raw", ["clean"])
+                .start(OffsetSpec::Earliest)
+                .config("note", note)
+        };
+        let wasm = components::bytes(components::PII_REDACT);
+        let batch = |from: usize, to: usize| -> Vec<Message> {
+            (from..to)
+                .map(|i| {
+                    Message::new("raw", format!("{i}: mail m{i}@example.org"))
+                        .partition(Partitioning::Explicit((i % 2) as u32))
+                })
+                .collect()
+        };
+        let redacted = |to: usize| sorted((0..to).map(|i| format!("{i}: mail [email]")).collect());
+
+        let v1 = client.deploy_function(pii("one"), wasm.clone()).await.unwrap();
+        assert_eq!((v1.version, v1.previous_version), (1, 0));
+        produce(client, batch(0, 50)).await;
+        wait_records(client, "clean", 50).await;
+
+        let v2 = client.deploy_function(pii("two"), wasm.clone()).await.unwrap();
+        assert_eq!((v2.version, v2.previous_version), (2, 1));
+        assert_eq!(v2.digest, v1.digest, "the same component");
+        produce(client, batch(50, 100)).await;
+        wait_records(client, "clean", 100).await;
+        let d = client.describe_function("redact").await.unwrap();
+        assert_eq!(d.version, 2);
+        assert_eq!(d.manifest.config, [("note".to_owned(), "two".to_owned())]);
+        assert_eq!(d.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+        assert!(d.versions.iter().all(|v| v.digest == v1.digest && v.size == wasm.len() as u64));
+
+        // Back to the version before: its manifest too.
+        let back = client.rollback_function("redact", None).await.unwrap();
+        assert_eq!((back.version, back.previous_version), (1, 2));
+        let d = client.describe_function("redact").await.unwrap();
+        assert_eq!(d.version, 1);
+        assert_eq!(d.manifest.config, [("note".to_owned(), "one".to_owned())]);
+        assert_eq!(d.versions.len(), 2, "a rollback keeps every version");
+        assert_eq!(listed(client).await, [("redact".to_owned(), 1)]);
+        produce(client, batch(100, 150)).await;
+        wait_caught_up(client, "redact", 2).await;
+        assert_eq!(sorted_values(&read_topic(client, "clean").await), redacted(150));
+        let lines = wait_log(client, "redact", "version 1 active").await;
+        assert!(lines.iter().any(|l| l == "version 2 active"), "{lines:?}");
+
+        // Refused: nothing before version 1, no version 7, another kind.
+        let m = refused(client.rollback_function("redact", None).await, ErrorCode::InvalidFunction);
+        assert!(m.contains("no version before 1"), "{m}");
+        let m = refused(client.rollback_function("redact", Some(7)).await, ErrorCode::InvalidFunction);
+        assert!(m.contains("no version 7"), "{m}");
+        let handler = FunctionManifest::handler(
+            "redact",
+            "g",
+            GroupSettings {
+                topic: "raw".into(),
+                ..GroupSettings::default()
+            },
+        );
+        let m = refused(
+            client.deploy_function(handler, components::bytes(components::ORDER_TOTALS)).await,
+            ErrorCode::InvalidFunction,
+        );
+        assert!(m.contains("transform") && m.contains("handler"), "{m}");
+        let d = client.describe_function("redact").await.unwrap();
+        assert_eq!((d.version, d.versions.len()), (1, 2));
+        // Forward again to an explicit version, then a new one numbered
+        // after every stored version.
+        let fwd = client.rollback_function("redact", Some(2)).await.unwrap();
+        assert_eq!((fwd.version, fwd.previous_version), (2, 1));
+        let v3 = client.deploy_function(pii("three"), wasm.clone()).await.unwrap();
+        assert_eq!((v3.version, v3.previous_version), (3, 2));
+        produce(client, batch(150, 200)).await;
+        wait_caught_up(client, "redact", 2).await;
+        assert_eq!(sorted_values(&read_topic(client, "clean").await), redacted(200));
+
+        // Delete: gone from the list, and its kv with it.
+        let settings = GroupSettings {
+            topic: "orders".into(),
+            start: OffsetSpec::Earliest,
+            ..GroupSettings::default()
+        };
+        let totals = FunctionManifest::handler("tally", "tally", settings);
+        let t1 = client
+            .deploy_function(totals.clone(), components::bytes(components::ORDER_TOTALS))
+            .await
+            .unwrap();
+        assert_eq!(t1.version, 1);
+        produce(client, vec![Message::new("orders", r#"{"customer":"ann","amount":10}"#)]).await;
+        let lines = wait_log(client, "tally", "customer ann total 10").await;
+        assert!(lines.iter().any(|l| l == "customer ann total 10"), "{lines:?}");
+        wait_settled(client, "tally").await;
+        client.delete_function("tally").await.unwrap();
+        assert_eq!(listed(client).await, [("redact".to_owned(), 3)]);
+        refused(client.describe_function("tally").await, ErrorCode::UnknownFunction);
+        refused(client.function_logs("tally", 0, 10).await, ErrorCode::UnknownFunction);
+        refused(client.delete_function("tally").await, ErrorCode::UnknownFunction);
+
+        let again = client
+            .deploy_function(totals, components::bytes(components::ORDER_TOTALS))
+            .await
+            .unwrap();
+        assert_eq!((again.version, again.previous_version), (1, 0));
+        let d = client.describe_function("tally").await.unwrap();
+        assert_eq!(d.versions.len(), 1);
+        produce(client, vec![Message::new("orders", r#"{"customer":"ann","amount":5}"#)]).await;
+        let lines = wait_log(client, "tally", "customer ann total").await;
+        assert!(
+            lines.iter().any(|l| l == "customer ann total 5"),
+            "the total starts again from 0 (and the group resumes after the first order): {lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("total 10") || l.contains("total 15")), "{lines:?}");
+    });
+}
+
+// ------------------------------------------------------------------ under load
+
+/// `n` distinct inputs for the PII transform, and what it makes of them.
+fn mails(n: usize) -> (Vec<String>, Vec<String>) {
+    (0..n)
+        .map(|i| (format!("m{i:05} from u{i}@example.com"), format!("m{i:05} from [email]")))
+        .unzip()
+}
+
+/// Sends `values` to `topic` (spread over `partitions`) in batches of 200
+/// from a task; counts what was acked in `acked`.
+fn produce_in_background(
+    client: Client,
+    topic: &'static str,
+    partitions: u32,
+    values: Vec<String>,
+    acked: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let producer = client
+            .producer(ProducerConfig {
+                delivery_timeout: Duration::from_secs(5),
+                ..ProducerConfig::default()
+            })
+            .await
+            .unwrap();
+        for (n, chunk) in values.chunks(200).enumerate() {
+            let msgs: Vec<Message> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    Message::new(topic, v.clone())
+                        .partition(Partitioning::Explicit((n * 200 + i) as u32 % partitions))
+                })
+                .collect();
+            for r in producer.send_batch(msgs).await {
+                if r.is_err() {
+                    return;
+                }
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+/// Asserts that `out` holds each of `want` exactly once.
+fn assert_exactly_once(out: &[Record], want: &[String]) {
+    let got = sorted_values(out);
+    if got != sorted(want.to_vec()) {
+        let mut seen = BTreeMap::<&str, usize>::new();
+        for v in &got {
+            *seen.entry(v).or_default() += 1;
+        }
+        let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
+        let want_set: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+        let missing: Vec<_> = want_set.iter().filter(|v| !seen.contains_key(*v)).take(10).collect();
+        let extra: Vec<_> = seen.keys().filter(|v| !want_set.contains(*v)).take(10).collect();
+        panic!(
+            "{} outputs for {} inputs; duplicated (first 10): {dups:?}; missing: {missing:?}; unexpected: {extra:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// A broker child process on `data`, SIGKILLed when dropped (so a failing
+/// test leaves none behind).
+struct Child(std::process::Child);
+
+impl Child {
+    /// Starts one and connects a client to it.
+    async fn start(data: &Path) -> (Child, Client) {
+        let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
+        let (child, addr) = sluice_runtime::node::spawn_dev_process(exe, data).unwrap();
+        let child = Child(child);
+        let config = ClientConfig::new(addr)
+            .ca_cert(data.join("tls/cert.pem"))
+            .client_id("functions-crash-test");
+        (child, Client::connect(config).await.unwrap())
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_killed_mid_way_resumes_without_losing_or_repeating_outputs() {
+    const TOTAL: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (inputs, outputs) = mails(TOTAL);
+    // Kill when the output has at least this many records (and the
+    // transform has not caught up), then restart; the last round runs to
+    // the end.
+    let kill_at = [2_000u64, 8_000, 14_000];
+    for round in 0.. {
+        let (broker, client) = Child::start(&data).await;
+        if round == 0 {
+            client.create_topic("in", 2, &[]).await.unwrap();
+            client.create_topic("out", 2, &[]).await.unwrap();
+            client
+                .deploy_function(
+                    FunctionManifest::transform("pii", "in", ["out"]).start(OffsetSpec::Earliest),
+                    components::bytes(components::PII_REDACT),
+                )
+                .await
+                .unwrap();
+        }
+        // What made it into the input before the last kill is there; send
+        // the rest.
+        let present: BTreeSet<String> = read_topic(&client, "in")
+            .await
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        let rest: Vec<String> = inputs.iter().filter(|v| !present.contains(*v)).cloned().collect();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let producer =
+            produce_in_background(client.clone(), "in", 2, rest.clone(), acked.clone());
+        let Some(&at) = kill_at.get(round) else {
+            producer.await.unwrap();
+            assert_eq!(acked.load(Ordering::SeqCst), rest.len());
+            assert_exactly_once(&read_topic(&client, "in").await, &inputs);
+            let d = wait_caught_up(&client, "pii", 2).await;
+            assert_eq!(d.positions.iter().map(|p| p.position).sum::<u64>(), TOTAL as u64);
+            assert_exactly_once(&read_topic(&client, "out").await, &outputs);
+            client.close().await;
+            drop(broker);
+            break;
+        };
+        let seen = wait_for(&format!("round {round}: {at} outputs"), async || {
+            let n = count(&client, "out").await;
+            if n >= at { Ok(n) } else { Err(format!("{n} outputs")) }
+        })
+        .await;
+        drop(broker);
+        producer.abort();
+        let _ = producer.await;
+        client.close().await;
+        assert!(
+            (seen as usize) < TOTAL,
+            "round {round}: the transform had finished ({seen}) before the kill"
+        );
+        eprintln!(
+            "round {round}: killed with {seen} outputs, {} of {} sends acked",
+            acked.load(Ordering::SeqCst),
+            rest.len()
+        );
+    }
+}
+
+#[test]
+fn upgrades_under_load_neither_lose_nor_repeat_a_message() {
+    const TOTAL: usize = 20_000;
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("in", 2, &[]).await.unwrap();
+        client.create_topic("out", 2, &[]).await.unwrap();
+        let manifest = |rev: usize| {
+            FunctionManifest::transform("pii", "in", ["out"])
+                .start(OffsetSpec::Earliest)
+                .config("rev", rev.to_string())
+        };
+        let wasm = components::bytes(components::PII_REDACT);
+        client.deploy_function(manifest(1), wasm.clone()).await.unwrap();
+        let (inputs, outputs) = mails(TOTAL);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let producer = produce_in_background(client.clone(), "in", 2, inputs, acked.clone());
+        for (rev, at) in [(2, 3_000u64), (3, 9_000), (4, 15_000)] {
+            let seen = wait_for(&format!("{at} outputs"), async || {
+                let n = count(client, "out").await;
+                if n >= at { Ok(n) } else { Err(format!("{n} outputs")) }
+            })
+            .await;
+            let deployed = client.deploy_function(manifest(rev), wasm.clone()).await.unwrap();
+            assert_eq!((deployed.version, deployed.previous_version), (rev as u32, rev as u32 - 1));
+            eprintln!("v{rev} deployed at {seen} outputs");
+        }
+        producer.await.unwrap();
+        assert_eq!(acked.load(Ordering::SeqCst), TOTAL);
+        let d = wait_caught_up(client, "pii", 2).await;
+        assert_eq!(d.version, 4);
+        assert_eq!(d.metrics.messages, TOTAL as u64, "each input transformed once");
+        assert!(errors(&d).is_empty(), "{:?}", d.metrics.errors);
+        assert_exactly_once(&read_topic(client, "out").await, &outputs);
+    });
+}
+
+#[test]
+fn handler_upgrades_under_load_neither_lose_nor_repeat_an_order() {
+    const CUSTOMERS: usize = 4;
+    const ORDERS: usize = 1_000;
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("orders", 2, &[]).await.unwrap();
+        let settings = GroupSettings {
+            topic: "orders".into(),
+            start: OffsetSpec::Earliest,
+            ..GroupSettings::default()
+        };
+        let manifest = |rev: usize| {
+            FunctionManifest::handler("totals", "totals", settings.clone())
+                .config("rev", rev.to_string())
+                .log_lines_per_sec(1_000_000)
+        };
+        let wasm = components::bytes(components::ORDER_TOTALS);
+        client.deploy_function(manifest(1), wasm.clone()).await.unwrap();
+        // Keyed by customer: one customer's orders are on one partition,
+        // handled one batch at a time.
+        let orders = move |amount: &str, n: usize| -> Vec<Message> {
+            (0..n * CUSTOMERS)
+                .map(|i| {
+                    let c = format!("c{}", i % CUSTOMERS);
+                    Message::new("orders", format!(r#"{{"customer":"{c}","amount":{amount}}}"#))
+                        .key(c)
+                        .partition(Partitioning::ByKey)
+                })
+                .collect()
+        };
+        let producer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let producer = client.producer(ProducerConfig::default()).await.unwrap();
+                for chunk in orders("1", ORDERS).chunks(100) {
+                    for r in producer.send_batch(chunk.to_vec()).await {
+                        r.unwrap();
+                    }
+                }
+            })
+        };
+        for (rev, at) in [(2, 500u64), (3, 1_500), (4, 2_500)] {
+            wait_for(&format!("{at} orders handled"), async || {
+                let d = client.describe_function("totals").await.unwrap();
+                if d.metrics.messages >= at { Ok(()) } else { Err(format!("{:?}", d.metrics)) }
+            })
+            .await;
+            let deployed = client.deploy_function(manifest(rev), wasm.clone()).await.unwrap();
+            assert_eq!(deployed.version, rev as u32);
+        }
+        producer.await.unwrap();
+        wait_settled(client, "totals").await;
+        // One more order each shows the total kept in kv.
+        produce(client, orders("0.5", 1)).await;
+        let want: Vec<String> =
+            (0..CUSTOMERS).map(|c| format!("customer c{c} total {ORDERS}.5")).collect();
+        let lines = wait_for("the final totals logged", async || {
+            let lines: Vec<String> = client
+                .function_logs("totals", 0, 1000)
+                .await
+                .unwrap()
+                .lines
+                .into_iter()
+                .map(|l| l.message)
+                .collect();
+            if want.iter().all(|w| lines.contains(w)) { Ok(lines) } else { Err(format!("{:?}", &lines[lines.len().saturating_sub(12)..])) }
+        })
+        .await;
+        assert!(lines.iter().any(|l| l == "version 4 active"), "{lines:?}");
+        let d = client.describe_function("totals").await.unwrap();
+        assert!(errors(&d).is_empty(), "{:?}", d.metrics.errors);
     });
 }

@@ -152,7 +152,7 @@ async fn measure(args: &GroupBenchArgs, config: ClientConfig) -> anyhow::Result<
 /// Reads `total` messages with a group of `members` push subscribers,
 /// acking each; returns the seconds until the broker reports no lag, and
 /// how many deliveries there were.
-async fn group_read(
+pub(crate) async fn group_read(
     admin: &Client,
     config: &ClientConfig,
     topic: &str,

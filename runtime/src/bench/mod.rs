@@ -14,12 +14,16 @@
 //!   clients see it — msgs/s, MB/s and latency percentiles.
 //! - [`group`]: `sluice bench group`, consumer groups — per-message-ack
 //!   consumption against plain fetch, push latency end to end.
+//! - [`function`]: `sluice bench fn`, functions in the broker — a tag
+//!   filter function's cost on group consumption, handler msgs/s,
+//!   transform MB/s.
 //! - [`sched`]: `sluice bench sched`, the scheduler — schedule rate,
 //!   lateness with a million pending, a burst due in one second, restart.
 //!
 //! Tables go to stdout, progress bars to stderr, and `--json` writes every
 //! figure for scripts. MB means 10^6 bytes, as `dd` reports it.
 
+pub mod function;
 pub mod group;
 pub mod log;
 pub mod quic;
@@ -55,6 +59,9 @@ pub enum BenchCommand {
     /// Consumer groups: per-message-ack consumption with 1, 2 and 4
     /// members against plain fetch, and push latency end to end.
     Group(Box<group::GroupBenchArgs>),
+    /// Functions in the broker: group consumption with and without a tag
+    /// filter function, handler msgs/s, transform MB/s.
+    Fn(Box<function::FnBenchArgs>),
     /// The scheduler: schedule rate, lateness with a backlog, a burst due
     /// in one second, restart with a backlog.
     Sched(sched::SchedBenchArgs),
@@ -69,6 +76,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => quic::run(quic::Scenario::E2e, args),
         BenchCommand::Sched(args) => sched::run(args),
         BenchCommand::Group(args) => group::run(*args),
+        BenchCommand::Fn(args) => function::run(*args),
     }
 }
 

@@ -463,12 +463,13 @@ impl Functions {
             Ok::<_, FunctionError>(())
         })
         .await??;
+        let previous_version = previous.map_or(0, |d| d.active().version);
         tracing::info!(function = %record.manifest.name, version, digest = %record.digest, "function deployed");
         self.install(&record, function, log);
         Ok(DeployFunctionResponse {
             version,
             digest: record.digest,
-            previous_version: previous.map_or(0, |d| d.active().version),
+            previous_version,
         })
     }
 

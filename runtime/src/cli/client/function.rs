@@ -296,7 +296,7 @@ pub fn run(cmd: FnCommand) -> anyhow::Result<()> {
                             .with_context(|| format!("cannot roll back function {}", args.name))
                     })
                     .await?;
-                println!("rolled back {}", version_line(&args.name, &r));
+                println!("rolled back {} to {}", args.name, version_line(&r));
                 Ok(())
             }
         }
@@ -767,14 +767,14 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot deploy function {name}"))
         })
         .await?;
-    println!("deployed {}", version_line(&name, &r));
+    println!("deployed {name} {}", version_line(&r));
     Ok(())
 }
 
-/// `<name> version 3 (0123456789ab), replacing version 2`; without the
-/// last part for a new function.
-fn version_line(name: &str, r: &DeployFunctionResponse) -> String {
-    let mut line = format!("{name} version {} ({})", r.version, short_digest(&r.digest));
+/// `version 3 (0123456789ab), replacing version 2`; without the last part
+/// for a new function.
+fn version_line(r: &DeployFunctionResponse) -> String {
+    let mut line = format!("version {} ({})", r.version, short_digest(&r.digest));
     if r.previous_version != 0 {
         line.push_str(&format!(", replacing version {}", r.previous_version));
     }
@@ -1423,6 +1423,22 @@ memory = 1048576
     }
 
     #[test]
+    fn the_documented_manifests_parse() {
+        let doc = include_str!("../../../../docs/cli.md");
+        let section = &doc[doc.find("## `sluice fn`").expect("the fn section")..];
+        let blocks: Vec<&str> = section
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| &b[..b.find("```").expect("a closed block")])
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        for block in blocks {
+            let p = plan("", Some(block)).unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+            assert!(!p.manifest.name.is_empty());
+        }
+    }
+
+    #[test]
     fn flags_override_the_manifest() {
         let p = plan(
             "other.wasm --name redact-v2 --output cleaner --config fields=email --config extra=1 \
@@ -1622,15 +1638,15 @@ memory = 1048576
             previous_version: 2,
         };
         assert_eq!(
-            version_line("redact", &r),
-            "redact version 3 (0123456789ab), replacing version 2"
+            version_line(&r),
+            "version 3 (0123456789ab), replacing version 2"
         );
         let r = DeployFunctionResponse {
             version: 1,
             digest: "abc".into(),
             previous_version: 0,
         };
-        assert_eq!(version_line("f", &r), "f version 1 (abc)");
+        assert_eq!(version_line(&r), "version 1 (abc)");
     }
 
     fn description() -> FunctionDescription {
