@@ -163,7 +163,9 @@ fn pii_transform_redacts_every_input_into_its_output_topic() {
         assert_eq!(out.len(), 200);
         let mut values: Vec<String> = out.iter().map(|r| r.value.clone()).collect();
         values.sort();
-        let mut expected: Vec<String> = (0..200).map(|i| format!("order {i} from [email]")).collect();
+        let mut expected: Vec<String> = (0..200)
+            .map(|i| format!("order {i} from [email]"))
+            .collect();
         expected.sort();
         assert_eq!(values, expected);
         let d = client.describe_function("pii").await.unwrap();
@@ -213,7 +215,10 @@ fn tag_filter_on_a_group_delivers_only_matching_messages() {
         }
         consumer.flush_acks().await.unwrap();
         got.sort();
-        let mut expected: Vec<String> = (0..100).filter(|i| i % 3 == 0).map(|i| format!("red-{i}")).collect();
+        let mut expected: Vec<String> = (0..100)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("red-{i}"))
+            .collect();
         expected.sort();
         assert_eq!(got, expected);
         // The blue ones are settled for the group: nothing is left.
@@ -255,13 +260,27 @@ fn order_totals_handler_keeps_totals_in_kv_across_a_restart() {
             .collect();
         produce(client, msgs).await;
         let lines = wait_log(client, "totals", "12.5").await;
-        assert!(lines.iter().any(|l| l.contains("ann") && l.contains("12.5")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("ann") && l.contains("12.5")),
+            "{lines:?}"
+        );
     });
     broker.restart();
     broker.with_client(async |client| {
-        produce(client, vec![Message::new("orders", r#"{"customer":"ann","amount":1}"#)]).await;
+        produce(
+            client,
+            vec![Message::new("orders", r#"{"customer":"ann","amount":1}"#)],
+        )
+        .await;
         let lines = wait_log(client, "totals", "13.5").await;
-        assert!(lines.iter().any(|l| l.contains("ann") && l.contains("13.5")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("ann") && l.contains("13.5")),
+            "{lines:?}"
+        );
     });
 }
 
@@ -329,9 +348,13 @@ async fn wait_settled(client: &Client, group: &str) {
             Err(e) if e.code() == Some(ErrorCode::UnknownGroup) => return Err(e.to_string()),
             Err(e) => panic!("describing group {group}: {e}"),
         };
-        let settled = !d.partitions.is_empty()
-            && d.partitions.iter().all(|p| p.lag == 0 && p.in_flight == 0);
-        if settled { Ok(()) } else { Err(format!("{d:#?}")) }
+        let settled =
+            !d.partitions.is_empty() && d.partitions.iter().all(|p| p.lag == 0 && p.in_flight == 0);
+        if settled {
+            Ok(())
+        } else {
+            Err(format!("{d:#?}"))
+        }
     })
     .await
 }
@@ -382,7 +405,13 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
     let broker = Broker::start();
     broker.with_client(async |client| {
         client.create_topic("orders", 2, &[]).await.unwrap();
-        for t in ["orders-eu", "orders-us", "orders-other", "strict-eu", "strict-us"] {
+        for t in [
+            "orders-eu",
+            "orders-us",
+            "orders-other",
+            "strict-eu",
+            "strict-us",
+        ] {
             client.create_topic(t, 2, &[]).await.unwrap();
         }
         let router = FunctionManifest::transform(
@@ -408,7 +437,14 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
             .await
             .unwrap();
 
-        let regions = [Some("eu"), Some("us"), Some("br"), Some("eu"), None, Some("us")];
+        let regions = [
+            Some("eu"),
+            Some("us"),
+            Some("br"),
+            Some("eu"),
+            None,
+            Some("us"),
+        ];
         let n = 120;
         let msgs = (0..n)
             .map(|i| {
@@ -475,21 +511,34 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
             if r.value.contains("region") {
                 assert_eq!(reason, "no route for region=br", "{r:?}");
             } else {
-                assert_eq!(reason, "no route: the message has no field `region`", "{r:?}");
+                assert_eq!(
+                    reason, "no route: the message has no field `region`",
+                    "{r:?}"
+                );
             }
             assert_eq!(r.header(headers::ORIGIN_TOPIC).as_deref(), Some("orders"));
-            let partition: u32 = r.header(headers::ORIGIN_PARTITION).unwrap().parse().unwrap();
+            let partition: u32 = r
+                .header(headers::ORIGIN_PARTITION)
+                .unwrap()
+                .parse()
+                .unwrap();
             let offset: u64 = r.header(headers::ORIGIN_OFFSET).unwrap().parse().unwrap();
             let id = order_id(&r.value);
             // Message i went to partition i % 2 at offset i / 2.
-            assert_eq!((partition, offset), ((id % 2) as u32, (id / 2) as u64), "{r:?}");
+            assert_eq!(
+                (partition, offset),
+                ((id % 2) as u32, (id / 2) as u64),
+                "{r:?}"
+            );
             assert_eq!(r.key.as_deref(), Some(format!("order-{id}").as_bytes()));
         }
         let d = client.describe_function("strict").await.unwrap();
         assert_eq!(errors(&d).get("dead_letter"), Some(&(other.len() as u64)));
         let lines = wait_log(client, "strict", "dead-lettered").await;
         assert!(
-            lines.iter().any(|l| l.contains("dead-lettered to sluice.fn-dlq.strict")),
+            lines
+                .iter()
+                .any(|l| l.contains("dead-lettered to sluice.fn-dlq.strict")),
             "{lines:?}"
         );
     });
@@ -526,7 +575,11 @@ fn reminder_follow_up_arrives_only_once_the_clock_passes_its_delay() {
         // scheduled, due 60 s after the broker's (manual) now, and not out.
         wait_settled(client, "remind").await;
         let d = client.describe_function("remind").await.unwrap();
-        assert!(d.metrics.invocations >= 1 && d.metrics.messages >= 1, "{:?}", d.metrics);
+        assert!(
+            d.metrics.invocations >= 1 && d.metrics.messages >= 1,
+            "{:?}",
+            d.metrics
+        );
         assert!(errors(&d).is_empty(), "{:?}", d.metrics.errors);
         let delays = client.list_delays(Some("reminders")).await.unwrap();
         assert_eq!(delays.len(), 1, "{delays:?}");
@@ -552,7 +605,11 @@ fn reminder_follow_up_arrives_only_once_the_clock_passes_its_delay() {
         assert_eq!(r.header("reminder-of"), Some(id), "{r:?}");
         wait_for("the delay gone", async || {
             let delays = client.list_delays(Some("reminders")).await.unwrap();
-            if delays.iter().all(|d| d.pending == 0) { Ok(()) } else { Err(format!("{delays:?}")) }
+            if delays.iter().all(|d| d.pending == 0) {
+                Ok(())
+            } else {
+                Err(format!("{delays:?}"))
+            }
         })
         .await;
         // Exactly one.
@@ -600,7 +657,12 @@ fn a_trapping_handler_dead_letters_its_poison_messages_while_a_transform_keeps_w
         };
         produce(client, raw(0, 100)).await;
         let jobs: Vec<(String, &str)> = (0..40)
-            .map(|i| (format!("job-{i}"), if i % 10 == 3 { "boom" } else { "work" }))
+            .map(|i| {
+                (
+                    format!("job-{i}"),
+                    if i % 10 == 3 { "boom" } else { "work" },
+                )
+            })
             .collect();
         produce(
             client,
@@ -617,7 +679,11 @@ fn a_trapping_handler_dead_letters_its_poison_messages_while_a_transform_keeps_w
         // While the handler traps, the transform goes on.
         wait_for("the handler trapping", async || {
             let d = client.describe_function("trap").await.unwrap();
-            if errors(&d).contains_key("trap") { Ok(()) } else { Err(format!("{:?}", d.metrics)) }
+            if errors(&d).contains_key("trap") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", d.metrics))
+            }
         })
         .await;
         produce(client, raw(100, 200)).await;
@@ -638,7 +704,10 @@ fn a_trapping_handler_dead_letters_its_poison_messages_while_a_transform_keeps_w
             .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
             .collect();
         keys.sort();
-        assert_eq!(keys, booms, "exactly the poison messages, once each: {dead:#?}");
+        assert_eq!(
+            keys, booms,
+            "exactly the poison messages, once each: {dead:#?}"
+        );
         for r in &dead {
             assert_eq!(r.value, "boom");
             let reason = r.header(headers::DEAD_REASON).unwrap_or_default();
@@ -656,7 +725,9 @@ fn a_trapping_handler_dead_letters_its_poison_messages_while_a_transform_keeps_w
         assert_eq!(g.dead_letters, booms.len() as u64, "{g:#?}");
         let lines = wait_log(client, "trap", "boom: deliberate panic").await;
         assert!(
-            lines.iter().any(|l| l.contains("call failed") && l.contains("boom: deliberate panic")),
+            lines
+                .iter()
+                .any(|l| l.contains("call failed") && l.contains("boom: deliberate panic")),
             "{lines:#?}"
         );
         let listed = client.list_functions().await.unwrap();
@@ -701,7 +772,9 @@ fn a_filter_that_loops_or_exhausts_its_memory_lets_every_message_through() {
         let bombed = client.group_consumer(group("bombed")).await.unwrap();
         let n = 60;
         let msgs = (0..n)
-            .map(|i| Message::new("ticks", format!("tick-{i}")).partition(Partitioning::Explicit(i % 2)))
+            .map(|i| {
+                Message::new("ticks", format!("tick-{i}")).partition(Partitioning::Explicit(i % 2))
+            })
             .collect();
         produce(client, msgs).await;
         let want = sorted((0..n).map(|i| format!("tick-{i}")).collect());
@@ -713,11 +786,17 @@ fn a_filter_that_loops_or_exhausts_its_memory_lets_every_message_through() {
         for (name, kind) in [("spin", "timeout"), ("bomb", "memory")] {
             let d = client.describe_function(name).await.unwrap();
             let e = errors(&d);
-            assert!(e.get(kind).copied().unwrap_or(0) >= 1, "{name}: {:?}", d.metrics);
+            assert!(
+                e.get(kind).copied().unwrap_or(0) >= 1,
+                "{name}: {:?}",
+                d.metrics
+            );
             assert_eq!(e.len(), 1, "{name}: only {kind} errors: {e:?}");
             let lines = wait_log(client, name, "delivering the batch unfiltered").await;
             assert!(
-                lines.iter().any(|l| l.contains("delivering the batch unfiltered") && l.contains(kind)),
+                lines
+                    .iter()
+                    .any(|l| l.contains("delivering the batch unfiltered") && l.contains(kind)),
                 "{name}: {lines:#?}"
             );
         }
@@ -821,30 +900,59 @@ fn refused_deploys_change_nothing_and_unknown_names_are_reported() {
         ];
         for (what, manifest, bytes, code, needle) in cases {
             let message = refused(client.deploy_function(manifest, bytes).await, code);
-            assert!(message.contains(needle), "{what}: {message:?} should mention {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{what}: {message:?} should mention {needle:?}"
+            );
             assert_eq!(listed(client).await, [("keep".to_owned(), 1)], "{what}");
             let now = client.describe_function("keep").await.unwrap();
             assert_eq!(
                 (now.version, &now.digest, &now.versions, &now.manifest),
-                (before.version, &before.digest, &before.versions, &before.manifest),
+                (
+                    before.version,
+                    &before.digest,
+                    &before.versions,
+                    &before.manifest
+                ),
                 "{what}"
             );
-            refused(client.describe_function("fresh").await, ErrorCode::UnknownFunction);
+            refused(
+                client.describe_function("fresh").await,
+                ErrorCode::UnknownFunction,
+            );
         }
         // The refusals used no version number.
         let v2 = client
-            .deploy_function(keep().config("note", "2"), components::bytes(components::PII_REDACT))
+            .deploy_function(
+                keep().config("note", "2"),
+                components::bytes(components::PII_REDACT),
+            )
             .await
             .unwrap();
         assert_eq!((v2.version, v2.previous_version), (2, 1));
 
         for name in ["ghost", "fresh"] {
-            let m = refused(client.describe_function(name).await, ErrorCode::UnknownFunction);
+            let m = refused(
+                client.describe_function(name).await,
+                ErrorCode::UnknownFunction,
+            );
             assert!(m.contains(name), "{m}");
-            refused(client.function_logs(name, 0, 10).await, ErrorCode::UnknownFunction);
-            refused(client.delete_function(name).await, ErrorCode::UnknownFunction);
-            refused(client.rollback_function(name, None).await, ErrorCode::UnknownFunction);
-            refused(client.rollback_function(name, Some(1)).await, ErrorCode::UnknownFunction);
+            refused(
+                client.function_logs(name, 0, 10).await,
+                ErrorCode::UnknownFunction,
+            );
+            refused(
+                client.delete_function(name).await,
+                ErrorCode::UnknownFunction,
+            );
+            refused(
+                client.rollback_function(name, None).await,
+                ErrorCode::UnknownFunction,
+            );
+            refused(
+                client.rollback_function(name, Some(1)).await,
+                ErrorCode::UnknownFunction,
+            );
         }
         assert_eq!(listed(client).await, [("keep".to_owned(), 2)]);
     });
@@ -873,12 +981,18 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
         };
         let redacted = |to: usize| sorted((0..to).map(|i| format!("{i}: mail [email]")).collect());
 
-        let v1 = client.deploy_function(pii("one"), wasm.clone()).await.unwrap();
+        let v1 = client
+            .deploy_function(pii("one"), wasm.clone())
+            .await
+            .unwrap();
         assert_eq!((v1.version, v1.previous_version), (1, 0));
         produce(client, batch(0, 50)).await;
         wait_records(client, "clean", 50).await;
 
-        let v2 = client.deploy_function(pii("two"), wasm.clone()).await.unwrap();
+        let v2 = client
+            .deploy_function(pii("two"), wasm.clone())
+            .await
+            .unwrap();
         assert_eq!((v2.version, v2.previous_version), (2, 1));
         assert_eq!(v2.digest, v1.digest, "the same component");
         produce(client, batch(50, 100)).await;
@@ -886,8 +1000,15 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
         let d = client.describe_function("redact").await.unwrap();
         assert_eq!(d.version, 2);
         assert_eq!(d.manifest.config, [("note".to_owned(), "two".to_owned())]);
-        assert_eq!(d.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
-        assert!(d.versions.iter().all(|v| v.digest == v1.digest && v.size == wasm.len() as u64));
+        assert_eq!(
+            d.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(
+            d.versions
+                .iter()
+                .all(|v| v.digest == v1.digest && v.size == wasm.len() as u64)
+        );
 
         // Back to the version before: its manifest too.
         let back = client.rollback_function("redact", None).await.unwrap();
@@ -899,14 +1020,23 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
         assert_eq!(listed(client).await, [("redact".to_owned(), 1)]);
         produce(client, batch(100, 150)).await;
         wait_caught_up(client, "redact", 2).await;
-        assert_eq!(sorted_values(&read_topic(client, "clean").await), redacted(150));
+        assert_eq!(
+            sorted_values(&read_topic(client, "clean").await),
+            redacted(150)
+        );
         let lines = wait_log(client, "redact", "version 1 active").await;
         assert!(lines.iter().any(|l| l == "version 2 active"), "{lines:?}");
 
         // Refused: nothing before version 1, no version 7, another kind.
-        let m = refused(client.rollback_function("redact", None).await, ErrorCode::InvalidFunction);
+        let m = refused(
+            client.rollback_function("redact", None).await,
+            ErrorCode::InvalidFunction,
+        );
         assert!(m.contains("no version before 1"), "{m}");
-        let m = refused(client.rollback_function("redact", Some(7)).await, ErrorCode::InvalidFunction);
+        let m = refused(
+            client.rollback_function("redact", Some(7)).await,
+            ErrorCode::InvalidFunction,
+        );
         assert!(m.contains("no version 7"), "{m}");
         let handler = FunctionManifest::handler(
             "redact",
@@ -917,7 +1047,9 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
             },
         );
         let m = refused(
-            client.deploy_function(handler, components::bytes(components::ORDER_TOTALS)).await,
+            client
+                .deploy_function(handler, components::bytes(components::ORDER_TOTALS))
+                .await,
             ErrorCode::InvalidFunction,
         );
         assert!(m.contains("transform") && m.contains("handler"), "{m}");
@@ -927,11 +1059,17 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
         // after every stored version.
         let fwd = client.rollback_function("redact", Some(2)).await.unwrap();
         assert_eq!((fwd.version, fwd.previous_version), (2, 1));
-        let v3 = client.deploy_function(pii("three"), wasm.clone()).await.unwrap();
+        let v3 = client
+            .deploy_function(pii("three"), wasm.clone())
+            .await
+            .unwrap();
         assert_eq!((v3.version, v3.previous_version), (3, 2));
         produce(client, batch(150, 200)).await;
         wait_caught_up(client, "redact", 2).await;
-        assert_eq!(sorted_values(&read_topic(client, "clean").await), redacted(200));
+        assert_eq!(
+            sorted_values(&read_topic(client, "clean").await),
+            redacted(200)
+        );
 
         // Delete: gone from the list, and its kv with it.
         let settings = GroupSettings {
@@ -945,15 +1083,31 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
             .await
             .unwrap();
         assert_eq!(t1.version, 1);
-        produce(client, vec![Message::new("orders", r#"{"customer":"ann","amount":10}"#)]).await;
+        produce(
+            client,
+            vec![Message::new("orders", r#"{"customer":"ann","amount":10}"#)],
+        )
+        .await;
         let lines = wait_log(client, "tally", "customer ann total 10").await;
-        assert!(lines.iter().any(|l| l == "customer ann total 10"), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l == "customer ann total 10"),
+            "{lines:?}"
+        );
         wait_settled(client, "tally").await;
         client.delete_function("tally").await.unwrap();
         assert_eq!(listed(client).await, [("redact".to_owned(), 3)]);
-        refused(client.describe_function("tally").await, ErrorCode::UnknownFunction);
-        refused(client.function_logs("tally", 0, 10).await, ErrorCode::UnknownFunction);
-        refused(client.delete_function("tally").await, ErrorCode::UnknownFunction);
+        refused(
+            client.describe_function("tally").await,
+            ErrorCode::UnknownFunction,
+        );
+        refused(
+            client.function_logs("tally", 0, 10).await,
+            ErrorCode::UnknownFunction,
+        );
+        refused(
+            client.delete_function("tally").await,
+            ErrorCode::UnknownFunction,
+        );
 
         let again = client
             .deploy_function(totals, components::bytes(components::ORDER_TOTALS))
@@ -962,13 +1116,22 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
         assert_eq!((again.version, again.previous_version), (1, 0));
         let d = client.describe_function("tally").await.unwrap();
         assert_eq!(d.versions.len(), 1);
-        produce(client, vec![Message::new("orders", r#"{"customer":"ann","amount":5}"#)]).await;
+        produce(
+            client,
+            vec![Message::new("orders", r#"{"customer":"ann","amount":5}"#)],
+        )
+        .await;
         let lines = wait_log(client, "tally", "customer ann total").await;
         assert!(
             lines.iter().any(|l| l == "customer ann total 5"),
             "the total starts again from 0 (and the group resumes after the first order): {lines:?}"
         );
-        assert!(!lines.iter().any(|l| l.contains("total 10") || l.contains("total 15")), "{lines:?}");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("total 10") || l.contains("total 15")),
+            "{lines:?}"
+        );
     });
 }
 
@@ -977,7 +1140,12 @@ fn versions_roll_back_and_a_deleted_function_starts_over() {
 /// `n` distinct inputs for the PII transform, and what it makes of them.
 fn mails(n: usize) -> (Vec<String>, Vec<String>) {
     (0..n)
-        .map(|i| (format!("m{i:05} from u{i}@example.com"), format!("m{i:05} from [email]")))
+        .map(|i| {
+            (
+                format!("m{i:05} from u{i}@example.com"),
+                format!("m{i:05} from [email]"),
+            )
+        })
         .unzip()
 }
 
@@ -1027,8 +1195,16 @@ fn assert_exactly_once(out: &[Record], want: &[String]) {
         }
         let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
         let want_set: BTreeSet<&str> = want.iter().map(String::as_str).collect();
-        let missing: Vec<_> = want_set.iter().filter(|v| !seen.contains_key(*v)).take(10).collect();
-        let extra: Vec<_> = seen.keys().filter(|v| !want_set.contains(*v)).take(10).collect();
+        let missing: Vec<_> = want_set
+            .iter()
+            .filter(|v| !seen.contains_key(*v))
+            .take(10)
+            .collect();
+        let extra: Vec<_> = seen
+            .keys()
+            .filter(|v| !want_set.contains(*v))
+            .take(10)
+            .collect();
         panic!(
             "{} outputs for {} inputs; duplicated (first 10): {dups:?}; missing: {missing:?}; unexpected: {extra:?}",
             got.len(),
@@ -1091,16 +1267,22 @@ async fn a_transform_killed_mid_way_resumes_without_losing_or_repeating_outputs(
             .into_iter()
             .map(|r| r.value)
             .collect();
-        let rest: Vec<String> = inputs.iter().filter(|v| !present.contains(*v)).cloned().collect();
+        let rest: Vec<String> = inputs
+            .iter()
+            .filter(|v| !present.contains(*v))
+            .cloned()
+            .collect();
         let acked = Arc::new(AtomicUsize::new(0));
-        let producer =
-            produce_in_background(client.clone(), "in", 2, rest.clone(), acked.clone());
+        let producer = produce_in_background(client.clone(), "in", 2, rest.clone(), acked.clone());
         let Some(&at) = kill_at.get(round) else {
             producer.await.unwrap();
             assert_eq!(acked.load(Ordering::SeqCst), rest.len());
             assert_exactly_once(&read_topic(&client, "in").await, &inputs);
             let d = wait_caught_up(&client, "pii", 2).await;
-            assert_eq!(d.positions.iter().map(|p| p.position).sum::<u64>(), TOTAL as u64);
+            assert_eq!(
+                d.positions.iter().map(|p| p.position).sum::<u64>(),
+                TOTAL as u64
+            );
             assert_exactly_once(&read_topic(&client, "out").await, &outputs);
             client.close().await;
             drop(broker);
@@ -1108,7 +1290,11 @@ async fn a_transform_killed_mid_way_resumes_without_losing_or_repeating_outputs(
         };
         let seen = wait_for(&format!("round {round}: {at} outputs"), async || {
             let n = count(&client, "out").await;
-            if n >= at { Ok(n) } else { Err(format!("{n} outputs")) }
+            if n >= at {
+                Ok(n)
+            } else {
+                Err(format!("{n} outputs"))
+            }
         })
         .await;
         drop(broker);
@@ -1134,31 +1320,51 @@ fn upgrades_under_load_neither_lose_nor_repeat_a_message() {
     broker.with_client(async |client| {
         client.create_topic("in", 2, &[]).await.unwrap();
         client.create_topic("out", 2, &[]).await.unwrap();
+        client.create_topic("spare", 1, &[]).await.unwrap();
+        // Version 3 also lists a second output: a new attachment, so its
+        // runners restart; the others only swap the version in.
         let manifest = |rev: usize| {
-            FunctionManifest::transform("pii", "in", ["out"])
+            let outputs = if rev == 3 { vec!["out", "spare"] } else { vec!["out"] };
+            FunctionManifest::transform("pii", "in", outputs)
                 .start(OffsetSpec::Earliest)
                 .config("rev", rev.to_string())
         };
         let wasm = components::bytes(components::PII_REDACT);
-        client.deploy_function(manifest(1), wasm.clone()).await.unwrap();
+        client
+            .deploy_function(manifest(1), wasm.clone())
+            .await
+            .unwrap();
         let (inputs, outputs) = mails(TOTAL);
         let acked = Arc::new(AtomicUsize::new(0));
         let producer = produce_in_background(client.clone(), "in", 2, inputs, acked.clone());
         for (rev, at) in [(2, 3_000u64), (3, 9_000), (4, 15_000)] {
             let seen = wait_for(&format!("{at} outputs"), async || {
                 let n = count(client, "out").await;
-                if n >= at { Ok(n) } else { Err(format!("{n} outputs")) }
+                if n >= at {
+                    Ok(n)
+                } else {
+                    Err(format!("{n} outputs"))
+                }
             })
             .await;
-            let deployed = client.deploy_function(manifest(rev), wasm.clone()).await.unwrap();
-            assert_eq!((deployed.version, deployed.previous_version), (rev as u32, rev as u32 - 1));
+            let deployed = client
+                .deploy_function(manifest(rev), wasm.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                (deployed.version, deployed.previous_version),
+                (rev as u32, rev as u32 - 1)
+            );
             eprintln!("v{rev} deployed at {seen} outputs");
         }
         producer.await.unwrap();
         assert_eq!(acked.load(Ordering::SeqCst), TOTAL);
         let d = wait_caught_up(client, "pii", 2).await;
         assert_eq!(d.version, 4);
-        assert_eq!(d.metrics.messages, TOTAL as u64, "each input transformed once");
+        assert_eq!(
+            d.metrics.messages, TOTAL as u64,
+            "each input transformed once"
+        );
         assert!(errors(&d).is_empty(), "{:?}", d.metrics.errors);
         assert_exactly_once(&read_topic(client, "out").await, &outputs);
     });
@@ -1182,16 +1388,22 @@ fn handler_upgrades_under_load_neither_lose_nor_repeat_an_order() {
                 .log_lines_per_sec(1_000_000)
         };
         let wasm = components::bytes(components::ORDER_TOTALS);
-        client.deploy_function(manifest(1), wasm.clone()).await.unwrap();
+        client
+            .deploy_function(manifest(1), wasm.clone())
+            .await
+            .unwrap();
         // Keyed by customer: one customer's orders are on one partition,
         // handled one batch at a time.
         let orders = move |amount: &str, n: usize| -> Vec<Message> {
             (0..n * CUSTOMERS)
                 .map(|i| {
                     let c = format!("c{}", i % CUSTOMERS);
-                    Message::new("orders", format!(r#"{{"customer":"{c}","amount":{amount}}}"#))
-                        .key(c)
-                        .partition(Partitioning::ByKey)
+                    Message::new(
+                        "orders",
+                        format!(r#"{{"customer":"{c}","amount":{amount}}}"#),
+                    )
+                    .key(c)
+                    .partition(Partitioning::ByKey)
                 })
                 .collect()
         };
@@ -1209,19 +1421,27 @@ fn handler_upgrades_under_load_neither_lose_nor_repeat_an_order() {
         for (rev, at) in [(2, 500u64), (3, 1_500), (4, 2_500)] {
             wait_for(&format!("{at} orders handled"), async || {
                 let d = client.describe_function("totals").await.unwrap();
-                if d.metrics.messages >= at { Ok(()) } else { Err(format!("{:?}", d.metrics)) }
+                if d.metrics.messages >= at {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", d.metrics))
+                }
             })
             .await;
-            let deployed = client.deploy_function(manifest(rev), wasm.clone()).await.unwrap();
+            let deployed = client
+                .deploy_function(manifest(rev), wasm.clone())
+                .await
+                .unwrap();
             assert_eq!(deployed.version, rev as u32);
         }
         producer.await.unwrap();
         wait_settled(client, "totals").await;
         // One more order each shows the total kept in kv.
         produce(client, orders("0.5", 1)).await;
-        let want: Vec<String> =
-            (0..CUSTOMERS).map(|c| format!("customer c{c} total {ORDERS}.5")).collect();
-        let lines = wait_for("the final totals logged", async || {
+        let want: Vec<String> = (0..CUSTOMERS)
+            .map(|c| format!("customer c{c} total {ORDERS}.5"))
+            .collect();
+        wait_for("the final totals logged", async || {
             let lines: Vec<String> = client
                 .function_logs("totals", 0, 1000)
                 .await
@@ -1230,11 +1450,20 @@ fn handler_upgrades_under_load_neither_lose_nor_repeat_an_order() {
                 .into_iter()
                 .map(|l| l.message)
                 .collect();
-            if want.iter().all(|w| lines.contains(w)) { Ok(lines) } else { Err(format!("{:?}", &lines[lines.len().saturating_sub(12)..])) }
+            if want.iter().all(|w| lines.contains(w)) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", &lines[lines.len().saturating_sub(12)..]))
+            }
         })
         .await;
-        assert!(lines.iter().any(|l| l == "version 4 active"), "{lines:?}");
         let d = client.describe_function("totals").await.unwrap();
+        assert_eq!(d.version, 4);
+        assert_eq!(
+            d.metrics.messages,
+            ((ORDERS + 1) * CUSTOMERS) as u64,
+            "each order handled once"
+        );
         assert!(errors(&d).is_empty(), "{:?}", d.metrics.errors);
     });
 }

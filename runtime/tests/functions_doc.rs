@@ -144,8 +144,8 @@ fn joined(body: &[(usize, &str)]) -> Vec<(usize, String)> {
 }
 
 fn words_of(line: usize, text: &str) -> Option<Vec<String>> {
-    let words = shell_words(text)
-        .unwrap_or_else(|e| panic!("docs/functions.md:{line}: {e}: {text}"));
+    let words =
+        shell_words(text).unwrap_or_else(|e| panic!("docs/functions.md:{line}: {e}: {text}"));
     (!words.is_empty()).then_some(words)
 }
 
@@ -266,14 +266,17 @@ fn normalize(line: &str) -> String {
             Some("<duration>")
         } else if is_number(core)
             && close.is_empty()
-            && tokens
-                .get(i + 1)
-                .is_some_and(|u| ["B", "KiB", "MiB", "GiB"].contains(&u.trim_end_matches([',', ';'])))
+            && tokens.get(i + 1).is_some_and(|u| {
+                ["B", "KiB", "MiB", "GiB"].contains(&u.trim_end_matches([',', ';']))
+            })
         {
             // `75.0 KiB`: the unit goes too (its punctuation stays).
             i += 1;
             let unit = tokens[i];
-            out.push(format!("<size>{}", &unit[unit.trim_end_matches([',', ';']).len()..]));
+            out.push(format!(
+                "<size>{}",
+                &unit[unit.trim_end_matches([',', ';']).len()..]
+            ));
             i += 1;
             continue;
         } else if is_number(core) && i > 0 && tokens[i - 1] == "fuel" {
@@ -307,7 +310,9 @@ fn is_duration(s: &str) -> bool {
 }
 
 fn is_digest(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 12
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `2026-03-01T09:00:00.250Z`.
@@ -443,7 +448,9 @@ fn run_for(cmd: &mut Command, timeout: Duration, what: &str) -> Output {
 /// Points the `sluice-guest` path dependency at this checkout.
 fn with_local_sdk(cargo_toml: &str) -> String {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-    let sdk = sdk.canonicalize().expect("the guest SDK is in the checkout");
+    let sdk = sdk
+        .canonicalize()
+        .expect("the guest SDK is in the checkout");
     let mut found = false;
     let text = cargo_toml
         .lines()
@@ -512,8 +519,9 @@ impl Reader {
         }
     }
 
-    /// Copies the components the build made in the shared target
-    /// directory to where the doc says they are (`./target/...`).
+    /// Copies the component the build made in the shared target directory
+    /// to where the doc says it is (`./target/...`). Only this crate's:
+    /// components of earlier runs stay behind.
     fn place_artifacts(&self, args: &[String]) {
         let mut triple = None;
         let mut profile = "debug";
@@ -529,16 +537,27 @@ impl Reader {
                 }
             }
         }
+        let manifest = std::fs::read_to_string(self.dir.join("Cargo.toml")).unwrap();
+        let manifest: toml::Table = toml::from_str(&manifest).unwrap();
+        let lib = manifest
+            .get("lib")
+            .and_then(|l| l.get("name"))
+            .or_else(|| manifest.get("package").and_then(|p| p.get("name")))
+            .and_then(|n| n.as_str())
+            .expect("Cargo.toml names the package")
+            .replace('-', "_");
         let rel: PathBuf = [triple.as_deref().unwrap_or(""), profile].iter().collect();
-        let from = self.shared_target.join(&rel);
+        let file = format!("{lib}.wasm");
+        let from = self.shared_target.join(&rel).join(&file);
+        assert!(
+            from.is_file(),
+            "`cargo build {}` made no {}",
+            args[1..].join(" "),
+            from.display()
+        );
         let to = self.dir.join("target").join(&rel);
         std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(&from).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "wasm") {
-                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        std::fs::copy(&from, to.join(&file)).unwrap();
     }
 
     fn sluice(&mut self, shown: &Shown) {
@@ -547,7 +566,8 @@ impl Reader {
         let mut cmd = broker.sluice(&args);
         // In the crate's directory, as the reader is; the broker's
         // certificate is not in ./sluice-data there.
-        cmd.current_dir(&self.dir).env("SLUICE_CA_CERT", &broker.cert);
+        cmd.current_dir(&self.dir)
+            .env("SLUICE_CA_CERT", &broker.cert);
         let line = shown.words.join(" ");
         let out = run_for(&mut cmd, SLUICE_TIMEOUT, &line);
         assert!(
@@ -630,7 +650,10 @@ fn the_functions_walkthrough_works() {
             }
             Step::Console(commands) => {
                 for shown in commands {
-                    match (shown.words[0].as_str(), shown.words.get(1).map(String::as_str)) {
+                    match (
+                        shown.words[0].as_str(),
+                        shown.words.get(1).map(String::as_str),
+                    ) {
                         // The reader's broker, in another terminal: the
                         // test's broker stands in for it.
                         ("sluice", Some("dev")) => {}
@@ -730,9 +753,19 @@ fn shell_words_split_like_a_shell() {
     let w = |s: &str| shell_words(s).unwrap();
     assert_eq!(
         w(r#"sluice produce t --tag urgent "db primary down"  # comment"#),
-        ["sluice", "produce", "t", "--tag", "urgent", "db primary down"]
+        [
+            "sluice",
+            "produce",
+            "t",
+            "--tag",
+            "urgent",
+            "db primary down"
+        ]
     );
-    assert_eq!(w("a 'b c' d\\ e \"f\\\"g\" h#i"), ["a", "b c", "d e", "f\"g", "h#i"]);
+    assert_eq!(
+        w("a 'b c' d\\ e \"f\\\"g\" h#i"),
+        ["a", "b c", "d e", "f\"g", "h#i"]
+    );
     assert_eq!(w("'' x"), ["", "x"]);
     assert_eq!(w("   # only a comment"), Vec::<String>::new());
     assert_eq!(w("\"81% full\""), ["81% full"]);

@@ -59,6 +59,11 @@ impl<'a> OutMessage<'a> {
         }
     }
 
+    /// Whether the message fits in a batch of its own on `partition`.
+    pub fn fits(&self, partition: &Partition) -> bool {
+        self.size() + BATCH_OVERHEAD <= partition.config().max_batch_bytes as usize
+    }
+
     fn size(&self) -> usize {
         RECORD_OVERHEAD
             + self.key.map_or(0, <[u8]>::len)
@@ -71,14 +76,20 @@ impl<'a> OutMessage<'a> {
     }
 }
 
+/// Next producer sequence per output (topic, partition).
+pub type Sequences = BTreeMap<(String, u32), i32>;
+
+/// Finished batches with the partition each goes to.
+pub type Batches = Vec<(Arc<Partition>, Bytes)>;
+
 /// Output batches being built, per output partition.
 #[derive(Debug)]
 pub struct OutputBatches {
     now_ms: i64,
     /// Producer id and next sequences (transforms); `None` = plain batches.
-    producer: Option<(i64, BTreeMap<(String, u32), i32>)>,
+    producer: Option<(i64, Sequences)>,
     open: BTreeMap<(String, u32), (Arc<Partition>, BatchBuilder)>,
-    done: Vec<(Arc<Partition>, Bytes)>,
+    done: Batches,
 }
 
 impl OutputBatches {
@@ -92,7 +103,7 @@ impl OutputBatches {
     }
 
     /// Batches carrying an idempotent producer id, numbered from `sequences`.
-    pub fn with_producer(now_ms: i64, id: i64, sequences: BTreeMap<(String, u32), i32>) -> Self {
+    pub fn with_producer(now_ms: i64, id: i64, sequences: Sequences) -> Self {
         OutputBatches {
             producer: Some((id, sequences)),
             ..Self::new(now_ms)
@@ -132,7 +143,7 @@ impl OutputBatches {
     }
 
     /// The finished batches and, for producer batches, the next sequences.
-    pub fn finish(mut self) -> (Vec<(Arc<Partition>, Bytes)>, BTreeMap<(String, u32), i32>) {
+    pub fn finish(mut self) -> (Batches, Sequences) {
         let keys: Vec<_> = self.open.keys().cloned().collect();
         for k in keys {
             self.seal(&k);

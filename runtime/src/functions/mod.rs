@@ -281,7 +281,7 @@ impl Functions {
             };
             match loaded {
                 Ok((function, log)) => {
-                    self.install(&record, function, log);
+                    self.install(&record, function, log).await;
                 }
                 Err(e) => {
                     tracing::error!(function = %name, error = %e, "cannot load a deployed function");
@@ -312,7 +312,7 @@ impl Functions {
     /// Makes `record` (loaded as `function`) the running version: swapped
     /// in at the next batch when the attachment is unchanged, else the
     /// runners restart.
-    fn install(
+    async fn install(
         self: &Arc<Self>,
         record: &VersionRecord,
         function: Function,
@@ -326,10 +326,17 @@ impl Functions {
         });
         let existing = self.deployments.lock().get(&record.manifest.name).cloned();
         if let Some(d) = existing {
-            let same_attach = d.active().manifest.attach == record.manifest.attach;
-            *d.active.write() = active;
-            if !same_attach {
-                self.stop_runners(&d);
+            let old_attach = d.active().manifest.attach.clone();
+            if old_attach == record.manifest.attach {
+                *d.active.write() = active;
+            } else {
+                // Runners of the old attachment finish their batch on the
+                // old version before the new ones start: two runners on
+                // one input partition would both commit it.
+                for t in self.stop_runners(&d, &old_attach) {
+                    let _ = t.await;
+                }
+                *d.active.write() = active;
                 self.start_runners(&d);
             }
             d.note(
@@ -409,10 +416,11 @@ impl Functions {
         }
     }
 
-    /// Stops the runners; they finish the batch in hand first.
-    fn stop_runners(&self, d: &Deployment) -> Vec<JoinHandle<()>> {
+    /// Stops the runners of `attach` (the deployment's current one); they
+    /// finish the batch in hand first.
+    fn stop_runners(&self, d: &Deployment, attach: &Attach) -> Vec<JoinHandle<()>> {
         d.stop.lock().cancel();
-        if let Attach::Filter { group } = &d.active().manifest.attach {
+        if let Attach::Filter { group } = attach {
             self.shared.groups.set_filter(group, None);
         }
         std::mem::take(&mut *d.tasks.lock())
@@ -465,7 +473,7 @@ impl Functions {
         .await??;
         let previous_version = previous.map_or(0, |d| d.active().version);
         tracing::info!(function = %record.manifest.name, version, digest = %record.digest, "function deployed");
-        self.install(&record, function, log);
+        self.install(&record, function, log).await;
         Ok(DeployFunctionResponse {
             version,
             digest: record.digest,
@@ -515,7 +523,7 @@ impl Functions {
         let (n, v) = (name.to_owned(), target.version);
         blocking(move || fs.set_active(&n, v)).await??;
         tracing::info!(function = %name, version = target.version, "function rolled back");
-        self.install(&target, function, log);
+        self.install(&target, function, log).await;
         Ok(DeployFunctionResponse {
             version: target.version,
             digest: target.digest,
@@ -527,7 +535,7 @@ impl Functions {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let d = self.deployment(name)?;
-        for t in self.stop_runners(&d) {
+        for t in self.stop_runners(&d, &d.active().manifest.attach) {
             let _ = t.await;
         }
         self.deployments.lock().remove(name);
@@ -626,7 +634,7 @@ impl Functions {
     pub async fn stop(&self) {
         let all: Vec<_> = self.deployments.lock().values().cloned().collect();
         for d in all {
-            for t in self.stop_runners(&d) {
+            for t in self.stop_runners(&d, &d.active().manifest.attach) {
                 let _ = t.await;
             }
         }

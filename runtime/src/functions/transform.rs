@@ -38,7 +38,7 @@ use super::input::Input;
 use super::store::{PendingBatch, TaskState};
 use super::{Active, Deployment, RUNNER_BACKOFF, Shared, dead_letter_topic};
 use crate::groups::resolve_offset;
-use crate::log::Partition;
+use crate::log::{LogError, Partition};
 
 /// Calls one failing input gets before it is dead-lettered.
 pub const ATTEMPTS: u32 = 3;
@@ -195,10 +195,22 @@ impl Task {
         let active = self.d.active();
         let max = super::batch_messages(&active.manifest) as u64;
         let from = self.state.position;
-        let read = self
-            .input
-            .read(from, READ_BYTES)
-            .map_err(|e| e.to_string())?;
+        let read = match self.input.read(from, READ_BYTES) {
+            Ok(r) => r,
+            Err(LogError::OffsetOutOfRange { start, .. }) if from < start => {
+                // Retention deleted input the transform had not read.
+                self.d.note(
+                    self.shared.now_ms(),
+                    LogLevel::Warn,
+                    &format!(
+                        "partition {}: offsets {from}..{start} were deleted by retention before they were transformed",
+                        self.partition
+                    ),
+                );
+                return self.commit(&active, start, Vec::new()).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         // Whole stored batches, up to `max` messages past `from`.
         let mut end = from;
         let mut input = Input::default();
@@ -293,7 +305,7 @@ impl Task {
         let mut state = self.state.clone();
         state.position = end;
         let input_topic = self.input.topic().to_owned();
-        let (built, dead) = blocking(move || {
+        let (built, dead, oversized) = blocking(move || {
             let log = shared.store().log();
             let now = shared.now_ms();
             let sequences = state
@@ -305,6 +317,7 @@ impl Task {
             let mut kv = WriteBatch::default();
             let mut scheduled = Effects::default();
             let mut dead = 0;
+            let mut oversized = 0;
             let dlq = dead_letter_topic(&name);
             for r in &results {
                 let failures = match r {
@@ -317,7 +330,12 @@ impl Task {
                         for e in &effects.emitted {
                             let p = partition_for(log, &e.topic, e.message.key.as_deref(), partition)
                                 .map_err(|err| format!("emit to {}: {err}", e.topic))?;
-                            out.push(&p, &OutMessage::of(&e.message));
+                            let m = OutMessage::of(&e.message);
+                            if m.fits(&p) {
+                                out.push(&p, &m);
+                            } else {
+                                oversized += 1;
+                            }
                         }
                         shared
                             .fs
@@ -372,9 +390,17 @@ impl Task {
             if !scheduled.is_empty() {
                 super::effects::commit(&shared.fs, &shared.scheduler, &name, &scheduled, now, partition)?;
             }
-            Ok((state, dead))
+            Ok((state, dead, oversized))
         })
         .await?;
+        if oversized > 0 {
+            self.d.stats().error("output_limit");
+            self.d.note(
+                self.shared.now_ms(),
+                LogLevel::Error,
+                &format!("{oversized} emitted message(s) dropped: larger than their topic's max batch size"),
+            );
+        }
         if dead > 0 {
             for _ in 0..dead {
                 self.d.stats().error("dead_letter");
@@ -416,11 +442,11 @@ fn route<'a>(
     for entry in answer.entries() {
         match entry {
             OutputEntry::Message {
+                input: input_index,
                 topic,
                 key,
                 value,
                 headers,
-                ..
             } => {
                 let topic = if topic.is_empty() { default_output } else { topic };
                 let p = partition_for(log, topic, key, partition)
@@ -430,7 +456,16 @@ fn route<'a>(
                     value,
                     headers: headers.map(|(k, v)| (k, Some(v))).collect(),
                 };
-                out.push(&p, &m);
+                if m.fits(&p) {
+                    out.push(&p, &m);
+                } else {
+                    let offset = input.offsets.get(input_index as usize).copied().unwrap_or_default();
+                    failures.push((
+                        offset,
+                        format!("an output for {topic} is larger than its max batch size"),
+                        input,
+                    ));
+                }
             }
             OutputEntry::Failure { input: i, reason } => {
                 let offset = input.offsets.get(i as usize).copied().unwrap_or_default();
