@@ -25,8 +25,8 @@ use sluice_client::{
 use sluice_sample_components::embedded;
 
 use super::group::group_read;
-use super::quic::{QuicBenchArgs, start_broker, stop_broker};
-use super::{MB, Table, WorkDir, thousands};
+use super::quic::{QuicBenchArgs, run_against_broker};
+use super::{MB, Table, thousands};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FnBenchArgs {
@@ -66,19 +66,7 @@ pub struct FnFigures {
 }
 
 pub fn run(args: FnBenchArgs) -> anyhow::Result<()> {
-    let work = WorkDir::new(&args.common.dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let (config, child) = start_broker(&args.common, &work)?;
-    let result = runtime.block_on(measure(&args, config));
-    stop_broker(child);
-    let figures = result?;
-    print(&figures);
-    if let Some(path) = &args.common.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
-    }
-    Ok(())
+    run_against_broker(&args.common, |config| measure(&args, config), print)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -95,7 +83,9 @@ async fn measure(args: &FnBenchArgs, config: ClientConfig) -> anyhow::Result<FnF
 
     // 1. Filter.
     let topic = format!("bench-fn-{run}");
-    admin.create_topic(&topic, c.partitions, &durability).await?;
+    admin
+        .create_topic(&topic, c.partitions, &durability)
+        .await?;
     let value = vec![b'x'; c.message_size];
     fill(&admin, &topic, c.partitions, c.messages, |_| {
         Message::new(&topic, value.clone()).tag("bench")
@@ -131,7 +121,9 @@ async fn measure(args: &FnBenchArgs, config: ClientConfig) -> anyhow::Result<FnF
 
     // 2. Handler.
     let orders = format!("bench-fn-orders-{run}");
-    admin.create_topic(&orders, c.partitions, &durability).await?;
+    admin
+        .create_topic(&orders, c.partitions, &durability)
+        .await?;
     fill(&admin, &orders, c.partitions, args.handler_messages, |i| {
         Message::new(
             &orders,
@@ -158,9 +150,10 @@ async fn measure(args: &FnBenchArgs, config: ClientConfig) -> anyhow::Result<FnF
         .await?;
     wait_until(|| async {
         // Unknown until the handler's members have joined.
-        Ok(admin.describe_group(&group).await.is_ok_and(|d| {
-            d.total_lag() == 0 && d.partitions.iter().any(|p| p.committed > 0)
-        }))
+        Ok(admin
+            .describe_group(&group)
+            .await
+            .is_ok_and(|d| d.total_lag() == 0 && d.partitions.iter().any(|p| p.committed > 0)))
     })
     .await?;
     let handler_rate = args.handler_messages as f64 / started.elapsed().as_secs_f64();
@@ -169,12 +162,20 @@ async fn measure(args: &FnBenchArgs, config: ClientConfig) -> anyhow::Result<FnF
     // 3. Transform.
     let input = format!("bench-fn-text-{run}");
     let output = format!("bench-fn-clean-{run}");
-    admin.create_topic(&input, c.partitions, &durability).await?;
-    admin.create_topic(&output, c.partitions, &durability).await?;
+    admin
+        .create_topic(&input, c.partitions, &durability)
+        .await?;
+    admin
+        .create_topic(&output, c.partitions, &durability)
+        .await?;
     let text = pii_text(args.transform_size);
-    fill(&admin, &input, c.partitions, args.transform_messages, |_| {
-        Message::new(&input, text.clone())
-    })
+    fill(
+        &admin,
+        &input,
+        c.partitions,
+        args.transform_messages,
+        |_| Message::new(&input, text.clone()),
+    )
     .await?;
     let started = Instant::now();
     admin
@@ -278,7 +279,12 @@ fn print(f: &FnFigures) {
         f.messages, f.message_size, f.partitions
     );
     let mut t = Table::new(&["group consumption", "msgs/s (median)", "runs"]);
-    let runs = |v: &[f64]| v.iter().map(|x| thousands(*x)).collect::<Vec<_>>().join(" / ");
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|x| thousands(*x))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     t.row(vec![
         "no filter".into(),
         thousands(f.unfiltered_median),

@@ -20,10 +20,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use sluice_client::{Client, ClientConfig, GroupConfig, OffsetSpec};
 
-use super::quic::{
-    QuicBenchArgs, consume, histogram, now_micros, produce, start_broker, stop_broker,
-};
-use super::{MB, Table, WorkDir, thousands};
+use super::quic::{QuicBenchArgs, consume, histogram, now_micros, produce, run_against_broker};
+use super::{MB, Table, thousands};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GroupBenchArgs {
@@ -64,19 +62,7 @@ pub struct GroupRun {
 }
 
 pub fn run(args: GroupBenchArgs) -> anyhow::Result<()> {
-    let work = WorkDir::new(&args.common.dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let (config, child) = start_broker(&args.common, &work)?;
-    let result = runtime.block_on(measure(&args, config));
-    stop_broker(child);
-    let figures = result?;
-    print(&figures);
-    if let Some(path) = &args.common.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
-    }
-    Ok(())
+    run_against_broker(&args.common, |config| measure(&args, config), print)
 }
 
 async fn measure(args: &GroupBenchArgs, config: ClientConfig) -> anyhow::Result<GroupFigures> {

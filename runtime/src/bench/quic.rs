@@ -107,12 +107,27 @@ pub struct Figures {
 }
 
 pub fn run(scenario: Scenario, args: QuicBenchArgs) -> anyhow::Result<()> {
+    run_against_broker(&args, |config| measure(scenario, &args, config), print)
+}
+
+/// Starts the broker `args` name (or a child broker), runs `measure`
+/// against it, stops it, then prints the figures and writes them to
+/// `--json`: the frame of every benchmark over QUIC.
+pub(crate) fn run_against_broker<T, Fut>(
+    args: &QuicBenchArgs,
+    measure: impl FnOnce(ClientConfig) -> Fut,
+    print: fn(&T),
+) -> anyhow::Result<()>
+where
+    T: serde::Serialize,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let work = WorkDir::new(&args.dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (config, child) = start_broker(&args, &work)?;
-    let result = runtime.block_on(measure(scenario, &args, config));
+    let (config, child) = start_broker(args, &work)?;
+    let result = runtime.block_on(measure(config));
     stop_broker(child);
     let figures = result?;
     print(&figures);

@@ -42,7 +42,11 @@ pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, index: u32, stop: Canc
     while !stop.is_cancelled() {
         if let Err(e) = serve(&shared, &d, index, &stop).await {
             d.set_status(format!("retrying: {e}"));
-            d.note(shared.now_ms(), LogLevel::Error, &format!("handler member {index}: {e}"));
+            d.note(
+                shared.now_ms(),
+                LogLevel::Error,
+                &format!("handler member {index}: {e}"),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
                 _ = stop.cancelled() => {}
@@ -73,12 +77,11 @@ async fn serve(
         settings: settings.clone(),
     };
     let client_id = format!("function {}", d.name);
-    let joined = tokio::task::spawn_blocking(move || {
-        groups.join(req, &client_id, HANDLER_CONNECTION)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("joining group {group}: {e}"))?;
+    let joined =
+        tokio::task::spawn_blocking(move || groups.join(req, &client_id, HANDLER_CONNECTION))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("joining group {group}: {e}"))?;
     let member = MemberRef {
         group: group.clone(),
         member_id: joined.member_id,
@@ -162,12 +165,20 @@ fn call(
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
                 match committed {
-                    Ok(()) => input.offsets.into_iter().zip(out.answer.into_iter().map(Ok)).collect(),
+                    Ok(()) => input
+                        .offsets
+                        .into_iter()
+                        .zip(out.answer.into_iter().map(Ok))
+                        .collect(),
                     Err(e) => {
                         d.stats().error("commit");
                         let reason = format!("could not commit the handler's effects: {e}");
                         d.note(shared.now_ms(), LogLevel::Error, &reason);
-                        input.offsets.into_iter().map(|o| (o, Err(reason.clone()))).collect()
+                        input
+                            .offsets
+                            .into_iter()
+                            .map(|o| (o, Err(reason.clone())))
+                            .collect()
                     }
                 }
             }

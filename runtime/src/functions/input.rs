@@ -101,7 +101,10 @@ mod tests {
             .flat_map(|b| b.records().flatten().collect::<Vec<_>>())
             .map(|r| {
                 assert_eq!(r.header("h"), Some(&b"x"[..]));
-                (r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                (
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                )
             })
             .collect()
     }

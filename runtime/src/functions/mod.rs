@@ -40,11 +40,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use sluice_host_api::{Engine, EngineConfig, Function, FunctionLimits, FunctionSpec, LoadError};
-use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
 use sluice_protocol::ops::function::{
     Attach, DeployFunctionResponse, FunctionDescription, FunctionKind, FunctionLogsResponse,
     FunctionManifest, FunctionPosition, FunctionSummary, FunctionVersion, LogLevel,
 };
+use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -177,10 +177,7 @@ impl Shared {
         if self.store().log().topic(name).is_ok() {
             return Ok(());
         }
-        match self
-            .store()
-            .create_topic(name, self.internal_topic.clone())
-        {
+        match self.store().create_topic(name, self.internal_topic.clone()) {
             Ok(_) | Err(StoreError::Log(LogError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
@@ -356,9 +353,7 @@ impl Functions {
             status: Mutex::new("starting".into()),
             positions: Mutex::new(BTreeMap::new()),
         });
-        self.deployments
-            .lock()
-            .insert(d.name.clone(), d.clone());
+        self.deployments.lock().insert(d.name.clone(), d.clone());
         self.start_runners(&d);
         d.note(
             self.shared.now_ms(),
@@ -438,6 +433,17 @@ impl Functions {
     ) -> Result<DeployFunctionResponse> {
         let _admin = self.admin.lock().await;
         validate_manifest(self.shared.store(), &manifest)?;
+        if let Attach::Filter { group } = &manifest.attach
+            && let Some(other) = self.deployments.lock().values().find(|d| {
+                d.name != manifest.name
+                    && matches!(&d.active().manifest.attach, Attach::Filter { group: g } if g == group)
+            })
+        {
+            return Err(FunctionError::Invalid(format!(
+                "group {group} already has a filter function, {} (delete it first)",
+                other.name
+            )));
+        }
         let previous = self.deployments.lock().get(&manifest.name).cloned();
         if let Some(d) = &previous {
             check_upgrade(&d.active().manifest, &manifest)?;
@@ -450,9 +456,9 @@ impl Functions {
             .load(&manifest, version, component.to_vec())
             .await
             .map_err(|e| match e {
-                FunctionError::Invalid(m) => FunctionError::Invalid(format!(
-                    "component refused, nothing was deployed: {m}"
-                )),
+                FunctionError::Invalid(m) => {
+                    FunctionError::Invalid(format!("component refused, nothing was deployed: {m}"))
+                }
                 e => e,
             })?;
         let record = VersionRecord {
@@ -483,11 +489,7 @@ impl Functions {
 
     /// Makes an earlier version active again: `to` = 0 means the version
     /// before the active one.
-    pub async fn rollback(
-        self: &Arc<Self>,
-        name: &str,
-        to: u32,
-    ) -> Result<DeployFunctionResponse> {
+    pub async fn rollback(self: &Arc<Self>, name: &str, to: u32) -> Result<DeployFunctionResponse> {
         let _admin = self.admin.lock().await;
         let d = self.deployment(name)?;
         let current = d.active();
@@ -506,18 +508,17 @@ impl Functions {
                     ))
                 })?
         } else {
-            versions.iter().find(|v| v.version == to).ok_or_else(|| {
-                FunctionError::Invalid(format!("{name} has no version {to}"))
-            })?
+            versions
+                .iter()
+                .find(|v| v.version == to)
+                .ok_or_else(|| FunctionError::Invalid(format!("{name} has no version {to}")))?
         }
         .clone();
         check_upgrade(&current.manifest, &target.manifest)?;
         validate_manifest(self.shared.store(), &target.manifest)?;
-        let bytes = self
-            .shared
-            .fs
-            .component(&target.digest)
-            .map_err(|e| FunctionError::Storage(format!("component of version {}: {e}", target.version)))?;
+        let bytes = self.shared.fs.component(&target.digest).map_err(|e| {
+            FunctionError::Storage(format!("component of version {}: {e}", target.version))
+        })?;
         let (function, log) = self.load(&target.manifest, target.version, bytes).await?;
         let fs = self.shared.fs.clone();
         let (n, v) = (name.to_owned(), target.version);
@@ -616,16 +617,18 @@ impl Functions {
                     deployed_at_ms: v.deployed_at_ms,
                 })
                 .collect(),
-            metrics: d
-                .stats
-                .snapshot(Some(&engine_metrics), d.log.counts()),
+            metrics: d.stats.snapshot(Some(&engine_metrics), d.log.counts()),
             positions,
         })
     }
 
     pub fn logs(&self, name: &str, after_seq: u64, max_lines: u32) -> Result<FunctionLogsResponse> {
         let d = self.deployment(name)?;
-        let max = if max_lines == 0 { 100 } else { max_lines as usize };
+        let max = if max_lines == 0 {
+            100
+        } else {
+            max_lines as usize
+        };
         let (lines, dropped) = d.log.read(after_seq, max);
         Ok(FunctionLogsResponse { lines, dropped })
     }
@@ -765,13 +768,11 @@ fn spec_of(
         fuel_per_call: (l.fuel_per_call > 0).then_some(l.fuel_per_call),
         // Idle instances cost a pooling slot each: keep few per function.
         max_idle_instances: 4,
-        recycle_above_memory: defaults
-            .recycle_above_memory
-            .min(if l.memory_bytes == 0 {
-                usize::MAX
-            } else {
-                l.memory_bytes as usize / 2
-            }),
+        recycle_above_memory: defaults.recycle_above_memory.min(if l.memory_bytes == 0 {
+            usize::MAX
+        } else {
+            l.memory_bytes as usize / 2
+        }),
         ..defaults
     };
     if !m.allowed_topics.is_empty() {

@@ -70,7 +70,13 @@ impl FnStats {
     /// active version's instance counters.
     pub fn snapshot(&self, engine: Option<&MetricsSnapshot>, logs: (u64, u64)) -> FunctionMetrics {
         let h = self.latency_us.lock();
-        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
         FunctionMetrics {
             invocations: self.invocations.load(Relaxed),
             messages: self.messages.load(Relaxed),

@@ -192,9 +192,7 @@ impl FunctionStore {
             let name = std::str::from_utf8(name)
                 .map_err(|_| MetaError::corrupt(CF_FUNCTIONS, "function name is not UTF-8"))?;
             let mut r = versioned(&v, "active function version")?;
-            let version = r
-                .u32("version")
-                .map_err(|e| corrupt("active version", e))?;
+            let version = r.u32("version").map_err(|e| corrupt("active version", e))?;
             out.push((name.to_owned(), version));
         }
         Ok(out)
@@ -251,7 +249,9 @@ impl FunctionStore {
 
     pub fn kv_get(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
         let meta = self.store.meta();
-        Ok(meta.db().get_cf(meta.cf(CF_FUNCTION_KV)?, kv_key(name, key))?)
+        Ok(meta
+            .db()
+            .get_cf(meta.cf(CF_FUNCTION_KV)?, kv_key(name, key))?)
     }
 
     /// Adds a call's kv writes to `batch`.
@@ -307,9 +307,10 @@ impl FunctionStore {
 
     pub fn task_state(&self, name: &str, partition: u32) -> Result<Option<TaskState>, MetaError> {
         let meta = self.store.meta();
-        let Some(v) = meta
-            .db()
-            .get_cf(meta.cf(CF_FUNCTION_STATE)?, partition_key("t", name, partition))?
+        let Some(v) = meta.db().get_cf(
+            meta.cf(CF_FUNCTION_STATE)?,
+            partition_key("t", name, partition),
+        )?
         else {
             return Ok(None);
         };
@@ -366,9 +367,10 @@ impl FunctionStore {
 
     pub fn pending(&self, name: &str, partition: u32) -> Result<Vec<PendingBatch>, MetaError> {
         let meta = self.store.meta();
-        let Some(v) = meta
-            .db()
-            .get_cf(meta.cf(CF_FUNCTION_STATE)?, partition_key("p", name, partition))?
+        let Some(v) = meta.db().get_cf(
+            meta.cf(CF_FUNCTION_STATE)?,
+            partition_key("p", name, partition),
+        )?
         else {
             return Ok(Vec::new());
         };
@@ -388,8 +390,10 @@ impl FunctionStore {
     /// the deletion is lost, the next start finds them in the log.
     pub fn clear_pending(&self, name: &str, partition: u32) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        meta.db()
-            .delete_cf(meta.cf(CF_FUNCTION_STATE)?, partition_key("p", name, partition))?;
+        meta.db().delete_cf(
+            meta.cf(CF_FUNCTION_STATE)?,
+            partition_key("p", name, partition),
+        )?;
         Ok(())
     }
 

@@ -98,7 +98,10 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     let (s, name, p) = (shared.clone(), d.name.clone(), part.clone());
     let state = blocking(move || {
-        if let Some(state) = s.fs.task_state(&name, partition).map_err(|e| e.to_string())? {
+        if let Some(state) =
+            s.fs.task_state(&name, partition)
+                .map_err(|e| e.to_string())?
+        {
             return Ok(state);
         }
         // First start: fix the position now, so `latest` does not drift.
@@ -326,10 +329,12 @@ impl Task {
                         answer,
                         effects,
                     } => {
-                        let failures = route(log, &mut out, &default_output, partition, input, answer)?;
+                        let failures =
+                            route(log, &mut out, &default_output, partition, input, answer)?;
                         for e in &effects.emitted {
-                            let p = partition_for(log, &e.topic, e.message.key.as_deref(), partition)
-                                .map_err(|err| format!("emit to {}: {err}", e.topic))?;
+                            let p =
+                                partition_for(log, &e.topic, e.message.key.as_deref(), partition)
+                                    .map_err(|err| format!("emit to {}: {err}", e.topic))?;
                             let m = OutMessage::of(&e.message);
                             if m.fits(&p) {
                                 out.push(&p, &m);
@@ -341,8 +346,12 @@ impl Task {
                             .fs
                             .kv_write(&mut kv, &name, &effects.kv_writes)
                             .map_err(|e| e.to_string())?;
-                        scheduled.scheduled.extend(effects.scheduled.iter().cloned());
-                        scheduled.cancelled.extend(effects.cancelled.iter().cloned());
+                        scheduled
+                            .scheduled
+                            .extend(effects.scheduled.iter().cloned());
+                        scheduled
+                            .cancelled
+                            .extend(effects.cancelled.iter().cloned());
                         failures
                     }
                     CallResult::Failed { input, reason } => input
@@ -355,16 +364,21 @@ impl Task {
                     shared.ensure_topic(&dlq).map_err(|e| e.to_string())?;
                     let dlq_partition = log.partition(&dlq, 0).map_err(|e| e.to_string())?;
                     for (offset, reason, input) in failures {
-                        dead_letter(&mut out, &dlq_partition, &input_topic, partition, offset, &reason, input);
+                        dead_letter(
+                            &mut out,
+                            &dlq_partition,
+                            &input_topic,
+                            partition,
+                            offset,
+                            &reason,
+                            input,
+                        );
                         dead += 1;
                     }
                 }
             }
             let (batches, sequences) = out.finish();
-            state.sequences = sequences
-                .into_iter()
-                .map(|((t, p), s)| (t, p, s))
-                .collect();
+            state.sequences = sequences.into_iter().map(|((t, p), s)| (t, p, s)).collect();
             let pending: Vec<PendingBatch> = batches
                 .iter()
                 .map(|(p, b)| PendingBatch {
@@ -388,7 +402,14 @@ impl Task {
                     .map_err(|e| e.to_string())?;
             }
             if !scheduled.is_empty() {
-                super::effects::commit(&shared.fs, &shared.scheduler, &name, &scheduled, now, partition)?;
+                super::effects::commit(
+                    &shared.fs,
+                    &shared.scheduler,
+                    &name,
+                    &scheduled,
+                    now,
+                    partition,
+                )?;
             }
             Ok((state, dead, oversized))
         })
@@ -408,7 +429,10 @@ impl Task {
             self.d.note(
                 self.shared.now_ms(),
                 LogLevel::Warn,
-                &format!("{dead} input(s) dead-lettered to {}", dead_letter_topic(&self.d.name)),
+                &format!(
+                    "{dead} input(s) dead-lettered to {}",
+                    dead_letter_topic(&self.d.name)
+                ),
             );
         }
         self.state = built;
@@ -448,7 +472,11 @@ fn route<'a>(
                 value,
                 headers,
             } => {
-                let topic = if topic.is_empty() { default_output } else { topic };
+                let topic = if topic.is_empty() {
+                    default_output
+                } else {
+                    topic
+                };
                 let p = partition_for(log, topic, key, partition)
                     .map_err(|e| format!("output to {topic}: {e}"))?;
                 let m = OutMessage {
@@ -459,7 +487,11 @@ fn route<'a>(
                 if m.fits(&p) {
                     out.push(&p, &m);
                 } else {
-                    let offset = input.offsets.get(input_index as usize).copied().unwrap_or_default();
+                    let offset = input
+                        .offsets
+                        .get(input_index as usize)
+                        .copied()
+                        .unwrap_or_default();
                     failures.push((
                         offset,
                         format!("an output for {topic} is larger than its max batch size"),
