@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
-use sluice_host_api::{Effects, OutgoingMessage};
+use sluice_host_api::{Effects, OutgoingMessage, Scheduled};
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::DelayedRecord;
 
@@ -165,9 +165,9 @@ pub fn append_all(batches: &[(Arc<Partition>, Bytes)]) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Commits a handler call's effects: kv writes and delay-id mappings in
-/// one synced write, then scheduled messages, cancellations, and emitted
-/// messages appended durably. The caller settles the messages afterwards,
+/// Commits a handler call's effects: scheduled messages, then kv writes
+/// and delay-id mappings in one synced write, then cancellations, then
+/// emitted messages appended durably. The caller settles the messages afterwards,
 /// so a crash in between redelivers them (at least once).
 pub fn commit(
     fs: &FunctionStore,
@@ -184,37 +184,9 @@ pub fn commit(
     let mut batch = WriteBatch::default();
     fs.kv_write(&mut batch, name, &effects.kv_writes)
         .map_err(|e| e.to_string())?;
-    if !effects.scheduled.is_empty() {
-        let deliveries = effects
-            .scheduled
-            .iter()
-            .map(|s| {
-                let p = partition_for(log, &s.topic, s.message.key.as_deref(), keyless)
-                    .map_err(|e| e.to_string())?;
-                Ok(Delivery {
-                    topic: s.topic.clone(),
-                    partition: p.id(),
-                    due_at_ms: s.at_ms as i64,
-                    repeat: None,
-                    record: delayed_record(&s.message),
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        for (s, r) in effects.scheduled.iter().zip(scheduler.schedule(deliveries)) {
-            let scheduled = r.map_err(|e| format!("schedule to {}: {e}", s.topic))?;
-            fs.put_delay(&mut batch, name, &s.id, scheduled.delay_id)
-                .map_err(|e| e.to_string())?;
-        }
-    }
+    schedule(fs, scheduler, name, &effects.scheduled, keyless, &mut batch)?;
     fs.commit(batch).map_err(|e| e.to_string())?;
-    for id in &effects.cancelled {
-        if let Ok(Some(delay_id)) = fs.delay(name, id) {
-            scheduler
-                .cancel(delay_id)
-                .map_err(|e| format!("cancel {id}: {e}"))?;
-            let _ = fs.forget_delay(name, id);
-        }
-    }
+    cancel(fs, scheduler, name, &effects.cancelled)?;
     if !effects.emitted.is_empty() {
         let mut out = OutputBatches::new(now_ms);
         for e in &effects.emitted {
@@ -223,6 +195,60 @@ pub fn commit(
             out.push(&p, &OutMessage::of(&e.message));
         }
         append_all(&out.finish().0).map_err(|e| format!("emit: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Hands scheduled messages to the scheduler (each write is synced there)
+/// and adds the mapping of the guest's delay ids to `batch`.
+pub fn schedule(
+    fs: &FunctionStore,
+    scheduler: &Scheduler,
+    name: &str,
+    scheduled: &[Scheduled],
+    keyless: u32,
+    batch: &mut WriteBatch,
+) -> Result<(), String> {
+    if scheduled.is_empty() {
+        return Ok(());
+    }
+    let log = fs.store().log();
+    let deliveries = scheduled
+        .iter()
+        .map(|s| {
+            let p = partition_for(log, &s.topic, s.message.key.as_deref(), keyless)
+                .map_err(|e| format!("schedule to {}: {e}", s.topic))?;
+            Ok(Delivery {
+                topic: s.topic.clone(),
+                partition: p.id(),
+                due_at_ms: s.at_ms as i64,
+                repeat: None,
+                record: delayed_record(&s.message),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    for (s, r) in scheduled.iter().zip(scheduler.schedule(deliveries)) {
+        let done = r.map_err(|e| format!("schedule to {}: {e}", s.topic))?;
+        fs.put_delay(batch, name, &s.id, done.delay_id)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Cancels delays the guest cancelled (by its delay ids).
+pub fn cancel(
+    fs: &FunctionStore,
+    scheduler: &Scheduler,
+    name: &str,
+    cancelled: &[String],
+) -> Result<(), String> {
+    for id in cancelled {
+        if let Ok(Some(delay_id)) = fs.delay(name, id) {
+            scheduler
+                .cancel(delay_id)
+                .map_err(|e| format!("cancel {id}: {e}"))?;
+            let _ = fs.forget_delay(name, id);
+        }
     }
     Ok(())
 }

@@ -15,7 +15,8 @@
 //! base sequence, so a batch that made it into the log is not appended
 //! twice. Every input's outputs therefore appear exactly once. Emitted
 //! messages travel with the outputs and get the same guarantee; scheduled
-//! messages are handed to the scheduler after the commit (at least once).
+//! messages are handed to the scheduler just before the commit (a crash in
+//! between schedules them again: at least once), cancellations after it.
 //!
 //! Failed calls are retried message by message; an input whose own call
 //! fails [`ATTEMPTS`] times, or that the guest reports as failed, goes to
@@ -392,6 +393,16 @@ impl Task {
                 .fs
                 .put_task(&mut kv, &name, partition, &state, &pending)
                 .map_err(|e| e.to_string())?;
+            // Scheduled before the commit, so a crash in between schedules
+            // them again with the retried batch: at least once, never lost.
+            super::effects::schedule(
+                &shared.fs,
+                &shared.scheduler,
+                &name,
+                &scheduled.scheduled,
+                partition,
+                &mut kv,
+            )?;
             shared.fs.commit(kv).map_err(|e| e.to_string())?;
             // Committed: from here on a crash is recovered from `pending`.
             append_all(&batches).map_err(|e| format!("appending outputs: {e}"))?;
@@ -401,16 +412,7 @@ impl Task {
                     .clear_pending(&name, partition)
                     .map_err(|e| e.to_string())?;
             }
-            if !scheduled.is_empty() {
-                super::effects::commit(
-                    &shared.fs,
-                    &shared.scheduler,
-                    &name,
-                    &scheduled,
-                    now,
-                    partition,
-                )?;
-            }
+            super::effects::cancel(&shared.fs, &shared.scheduler, &name, &scheduled.cancelled)?;
             Ok((state, dead, oversized))
         })
         .await?;
@@ -526,15 +528,16 @@ fn dead_letter(
     else {
         return;
     };
-    let (p, o) = (partition.to_string(), offset.to_string());
+    // Big-endian integers, as the protocol defines these headers.
+    let (p, o) = (partition.to_be_bytes(), offset.to_be_bytes());
     let mut hs: Vec<(&str, Option<&[u8]>)> = r
         .headers()
         .flatten()
         .filter(|(k, _)| !k.starts_with(headers::RESERVED_PREFIX) || *k == headers::TAG)
         .collect();
     hs.push((headers::ORIGIN_TOPIC, Some(topic.as_bytes())));
-    hs.push((headers::ORIGIN_PARTITION, Some(p.as_bytes())));
-    hs.push((headers::ORIGIN_OFFSET, Some(o.as_bytes())));
+    hs.push((headers::ORIGIN_PARTITION, Some(&p[..])));
+    hs.push((headers::ORIGIN_OFFSET, Some(&o[..])));
     hs.push((headers::DEAD_REASON, Some(reason.as_bytes())));
     out.push(
         dlq,
