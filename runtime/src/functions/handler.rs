@@ -19,8 +19,8 @@ use futures::future::BoxFuture;
 use sluice_host_api::{BatchContext, Outcome};
 use sluice_protocol::ops::function::{Attach, LogLevel};
 use sluice_protocol::ops::{
-    AckRequest, GroupDelivery, JoinGroupRequest, MemberRef, Nack, NackAction, OffsetRange,
-    PartitionAcks,
+    AckRequest, GroupDelivery, GroupMode, JoinGroupRequest, MemberRef, Nack, NackAction,
+    OffsetRange, PartitionAcks,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,12 @@ const POLL_MAX_BYTES: u32 = 4 << 20;
 
 /// What happened to one message.
 type Settled = (u64, Result<Outcome, String>);
+
+/// The instance id of a handler's members in a broadcast group (in a
+/// clustering group, member `i` adds `.i`).
+pub fn instance_id(function: &str) -> String {
+    format!("fn.{function}")
+}
 
 /// Runs member `index` of handler `d` until `stop`.
 pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, index: u32, stop: CancellationToken) {
@@ -72,7 +78,13 @@ async fn serve(
     let req = JoinGroupRequest {
         group: group.clone(),
         member_id: String::new(),
-        instance_id: format!("fn.{}.{index}", d.name),
+        // In a broadcast group every member of the handler shares one
+        // instance (one window), so each message is handled once.
+        instance_id: if settings.mode == GroupMode::Broadcast {
+            instance_id(&d.name)
+        } else {
+            format!("{}.{index}", instance_id(&d.name))
+        },
         session_timeout_ms: SESSION_TIMEOUT_MS,
         settings: settings.clone(),
     };

@@ -601,7 +601,29 @@ impl Functions {
                         .map_or(*pos, |part| part.high_watermark()),
                 })
                 .collect(),
-            _ => Vec::new(),
+            // A handler's progress is its group's.
+            Attach::Handler { group, .. } => {
+                let (groups, group) = (self.shared.groups.clone(), group.clone());
+                blocking(move || groups.describe(&group))
+                    .await?
+                    .map(|g| {
+                        g.partitions
+                            .into_iter()
+                            .filter(|p| {
+                                p.instance_id.is_empty()
+                                    || p.instance_id == handler::instance_id(name)
+                            })
+                            .map(|p| FunctionPosition {
+                                topic: p.topic,
+                                partition: p.partition,
+                                position: p.committed,
+                                high_watermark: p.high_watermark,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            Attach::Filter { .. } => Vec::new(),
         };
         Ok(FunctionDescription {
             manifest: a.manifest.clone(),
