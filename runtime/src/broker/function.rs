@@ -49,7 +49,10 @@ impl Broker {
         self.functions.describe(name).await.map_err(function_error)
     }
 
-    pub fn function_logs(&self, req: &FunctionLogsRequest) -> Result<FunctionLogsResponse, WireError> {
+    pub fn function_logs(
+        &self,
+        req: &FunctionLogsRequest,
+    ) -> Result<FunctionLogsResponse, WireError> {
         self.functions
             .logs(&req.name, req.after_seq, req.max_lines)
             .map_err(function_error)

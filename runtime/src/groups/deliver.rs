@@ -7,8 +7,8 @@ use sluice_protocol::headers;
 use sluice_protocol::ops::{DeliveredRange, GroupBatch, GroupDelivery, TopicPartition};
 use sluice_protocol::tag_expr::TagExpr;
 
-use super::{BatchFilter, copies};
 use super::window::{Delivered, MemberSlot, NewMessage, Window};
+use super::{BatchFilter, copies};
 use crate::log::{LogError, Partition};
 
 /// Messages and bytes a take may still hand out.
@@ -151,8 +151,7 @@ impl NewReader<'_> {
                 return;
             }
         };
-        let parse =
-            self.filter.is_some() || self.function.is_some() || self.keyed || self.is_retry;
+        let parse = self.filter.is_some() || self.function.is_some() || self.keyed || self.is_retry;
         for chunk in &read.chunks {
             let mut span: Option<(usize, usize)> = None;
             let mut ranges = Vec::new();

@@ -473,11 +473,7 @@ async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
             request_id,
             broker.deploy_function(r).await,
         ),
-        Request::ListFunctions(_) => ok(
-            Op::ListFunctions,
-            request_id,
-            Ok(broker.list_functions()),
-        ),
+        Request::ListFunctions(_) => ok(Op::ListFunctions, request_id, Ok(broker.list_functions())),
         Request::DescribeFunction(r) => ok(
             Op::DescribeFunction,
             request_id,
