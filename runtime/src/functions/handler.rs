@@ -25,7 +25,7 @@ use sluice_protocol::ops::{
 use tokio_util::sync::CancellationToken;
 
 use super::input::Input;
-use super::{Deployment, RUNNER_BACKOFF, Shared, effects};
+use super::{Deployment, Shared, effects};
 use crate::groups::GroupError;
 
 /// Connection id of handler members (no network connection closes them).
@@ -45,20 +45,11 @@ pub fn instance_id(function: &str) -> String {
 
 /// Runs member `index` of handler `d` until `stop`.
 pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, index: u32, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        if let Err(e) = serve(&shared, &d, index, &stop).await {
-            d.set_status(format!("retrying: {e}"));
-            d.note(
-                shared.now_ms(),
-                LogLevel::Error,
-                &format!("handler member {index}: {e}"),
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
-                _ = stop.cancelled() => {}
-            }
-        }
-    }
+    let what = format!("handler member {index}");
+    super::supervise(&shared, &d, &stop, &what, || {
+        serve(&shared, &d, index, &stop)
+    })
+    .await;
 }
 
 async fn serve(

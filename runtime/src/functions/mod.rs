@@ -666,6 +666,31 @@ impl Functions {
     }
 }
 
+/// Runs a runner's `serve` until `stop`: a failure (its topic is gone, a
+/// storage error) is noted in the status and log, and `serve` starts
+/// again after [`RUNNER_BACKOFF`].
+async fn supervise<F, Fut>(
+    shared: &Shared,
+    d: &Deployment,
+    stop: &CancellationToken,
+    what: &str,
+    mut serve: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    while !stop.is_cancelled() {
+        if let Err(e) = serve().await {
+            d.set_status(format!("retrying: {e}"));
+            d.note(shared.now_ms(), LogLevel::Error, &format!("{what}: {e}"));
+            tokio::select! {
+                _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await

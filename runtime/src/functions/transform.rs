@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::effects::{OutMessage, OutputBatches, append_all, partition_for};
 use super::input::Input;
 use super::store::{PendingBatch, TaskState};
-use super::{Active, Deployment, RUNNER_BACKOFF, Shared, dead_letter_topic};
+use super::{Active, Deployment, Shared, dead_letter_topic};
 use crate::groups::resolve_offset;
 use crate::log::{LogError, Partition};
 
@@ -48,23 +48,11 @@ const READ_BYTES: usize = 1 << 20;
 
 /// Runs the transform of `d` on input partition `partition` until `stop`.
 pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, partition: u32, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        match serve(&shared, &d, partition, &stop).await {
-            Ok(()) => return,
-            Err(e) => {
-                d.set_status(format!("retrying: {e}"));
-                d.note(
-                    shared.now_ms(),
-                    LogLevel::Error,
-                    &format!("transform partition {partition}: {e}"),
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(RUNNER_BACKOFF) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
-        }
-    }
+    let what = format!("transform partition {partition}");
+    super::supervise(&shared, &d, &stop, &what, || {
+        serve(&shared, &d, partition, &stop)
+    })
+    .await;
 }
 
 struct Task {
