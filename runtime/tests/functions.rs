@@ -568,6 +568,54 @@ fn router_fans_out_each_order_exactly_once_and_dead_letters_unroutable_ones() {
 
 // ------------------------------------------------------------------ reminder
 
+/// Outputs to a topic that does not exist or is the broker's own fail only
+/// their input (dead-lettered whole), and the transform goes on.
+#[test]
+fn outputs_to_missing_or_reserved_topics_dead_letter_their_input_and_nothing_stalls() {
+    let broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("orders", 1, &[]).await.unwrap();
+        client.create_topic("orders-eu", 1, &[]).await.unwrap();
+        // Group g's retry topic exists: only its reserved name refuses it.
+        let _member = client
+            .group_consumer(GroupConfig::new("g", "orders"))
+            .await
+            .unwrap();
+        let router = FunctionManifest::transform("loose", "orders", ["orders-eu"])
+            .start(OffsetSpec::Earliest)
+            .config("field", "region")
+            .config("routes", "eu=orders-eu,us=orders-nowhere,xx=sluice.retry.g");
+        client
+            .deploy_function(router, components::bytes(components::ROUTER))
+            .await
+            .unwrap();
+        let regions = ["eu", "us", "xx", "eu"];
+        let msgs = (0..40)
+            .map(|i| Message::new("orders", order(i, Some(regions[i % 4]))))
+            .collect();
+        produce(client, msgs).await;
+        wait_caught_up(client, "loose", 1).await;
+        let eu = read_topic(client, "orders-eu").await;
+        let want_eu: Vec<String> = (0..40)
+            .filter(|i| regions[i % 4] == "eu")
+            .map(|i| order(i, Some("eu")))
+            .collect();
+        assert_eq!(sorted_values(&eu), sorted(want_eu));
+        let dead = read_topic(client, &fn_dead_letter_topic("loose")).await;
+        assert_eq!(dead.len(), 20, "{dead:?}");
+        for r in &dead {
+            let reason = r.header(headers::DEAD_REASON).unwrap();
+            if r.value.contains(r#""us""#) {
+                assert!(reason.contains("orders-nowhere"), "{reason}");
+            } else {
+                assert!(r.value.contains(r#""xx""#), "{r:?}");
+                assert!(reason.contains("reserved"), "{reason}");
+            }
+        }
+        assert_eq!(count(client, "sluice.retry.g").await, 0);
+    });
+}
+
 #[test]
 fn reminder_follow_up_arrives_only_once_the_clock_passes_its_delay() {
     let clock = ManualClock::new(T0);

@@ -10,6 +10,7 @@ use rocksdb::WriteBatch;
 use sluice_host_api::{Effects, OutgoingMessage, Scheduled};
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::DelayedRecord;
+use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
 
 use super::store::FunctionStore;
 use crate::log::{Log, LogError, Partition};
@@ -23,7 +24,7 @@ const RECORD_OVERHEAD: usize = 32;
 /// The partition a message goes to: by key (the client producer's rule,
 /// crc32c of the key, so keys land where producers put them), else
 /// `keyless` modulo the partition count.
-pub fn partition_for(
+fn partition_for(
     log: &Log,
     topic: &str,
     key: Option<&[u8]>,
@@ -36,6 +37,23 @@ pub fn partition_for(
         None => keyless % n,
     };
     t.partition(p).cloned()
+}
+
+/// The partition a function's output or emitted message goes to, refusing
+/// unknown topics and the broker's own (`sluice.*`), with a message for the
+/// function's author.
+pub fn output_partition(
+    log: &Log,
+    topic: &str,
+    key: Option<&[u8]>,
+    keyless: u32,
+) -> Result<Arc<Partition>, String> {
+    if topic.starts_with(INTERNAL_TOPIC_PREFIX) {
+        return Err(format!(
+            "topic {topic} is reserved for the broker (names starting with {INTERNAL_TOPIC_PREFIX})"
+        ));
+    }
+    partition_for(log, topic, key, keyless).map_err(|e| format!("output to {topic}: {e}"))
 }
 
 /// One output message, borrowed from a guest's answer.
@@ -190,8 +208,7 @@ pub fn commit(
     if !effects.emitted.is_empty() {
         let mut out = OutputBatches::new(now_ms);
         for e in &effects.emitted {
-            let p = partition_for(log, &e.topic, e.message.key.as_deref(), keyless)
-                .map_err(|err| format!("emit to {}: {err}", e.topic))?;
+            let p = output_partition(log, &e.topic, e.message.key.as_deref(), keyless)?;
             out.push(&p, &OutMessage::of(&e.message));
         }
         append_all(&out.finish().0).map_err(|e| format!("emit: {e}"))?;
@@ -216,8 +233,7 @@ pub fn schedule(
     let deliveries = scheduled
         .iter()
         .map(|s| {
-            let p = partition_for(log, &s.topic, s.message.key.as_deref(), keyless)
-                .map_err(|e| format!("schedule to {}: {e}", s.topic))?;
+            let p = output_partition(log, &s.topic, s.message.key.as_deref(), keyless)?;
             Ok(Delivery {
                 topic: s.topic.clone(),
                 partition: p.id(),

@@ -23,6 +23,7 @@
 //! the function's dead-letter topic (`sluice.fn-dlq.<name>`) with the
 //! reason — as part of the same exactly-once outputs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,10 +32,10 @@ use sluice_host_api::{BatchContext, Effects, TransformOutput};
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::function::{Attach, LogLevel};
-use sluice_protocol::transform_output::OutputEntry;
+use sluice_protocol::transform_output::{OutputEntry, OutputHeaders};
 use tokio_util::sync::CancellationToken;
 
-use super::effects::{OutMessage, OutputBatches, append_all, partition_for};
+use super::effects::{OutMessage, OutputBatches, append_all, output_partition};
 use super::input::Input;
 use super::store::{PendingBatch, TaskState};
 use super::{Active, Deployment, Shared, dead_letter_topic};
@@ -297,7 +298,7 @@ impl Task {
         let mut state = self.state.clone();
         state.position = end;
         let input_topic = self.input.topic().to_owned();
-        let (built, dead, oversized) = blocking(move || {
+        let (built, dead, unwritable) = blocking(move || {
             let log = shared.store().log();
             let now = shared.now_ms();
             let sequences = state
@@ -309,7 +310,7 @@ impl Task {
             let mut kv = WriteBatch::default();
             let mut scheduled = Effects::default();
             let mut dead = 0;
-            let mut oversized = 0;
+            let mut unwritable = 0;
             let dlq = dead_letter_topic(&name);
             for r in &results {
                 let failures = match r {
@@ -321,14 +322,10 @@ impl Task {
                         let failures =
                             route(log, &mut out, &default_output, partition, input, answer)?;
                         for e in &effects.emitted {
-                            let p =
-                                partition_for(log, &e.topic, e.message.key.as_deref(), partition)
-                                    .map_err(|err| format!("emit to {}: {err}", e.topic))?;
                             let m = OutMessage::of(&e.message);
-                            if m.fits(&p) {
-                                out.push(&p, &m);
-                            } else {
-                                oversized += 1;
+                            match output_partition(log, &e.topic, m.key, partition) {
+                                Ok(p) if m.fits(&p) => out.push(&p, &m),
+                                _ => unwritable += 1,
                             }
                         }
                         shared
@@ -401,15 +398,17 @@ impl Task {
                     .map_err(|e| e.to_string())?;
             }
             super::effects::cancel(&shared.fs, &shared.scheduler, &name, &scheduled.cancelled)?;
-            Ok((state, dead, oversized))
+            Ok((state, dead, unwritable))
         })
         .await?;
-        if oversized > 0 {
+        if unwritable > 0 {
             self.d.stats().error("output_limit");
             self.d.note(
                 self.shared.now_ms(),
                 LogLevel::Error,
-                &format!("{oversized} emitted message(s) dropped: larger than their topic's max batch size"),
+                &format!(
+                    "{unwritable} emitted message(s) dropped: their topic does not exist, is reserved, or is smaller than they are"
+                ),
             );
         }
         if dead > 0 {
@@ -442,8 +441,11 @@ enum CallResult {
     },
 }
 
-/// Adds a call's output messages to `out`; returns the inputs the guest
-/// reported as failed.
+/// Adds a call's output messages to `out`; returns the inputs that failed
+/// — reported as failed by the guest, or with an output that cannot be
+/// written (unknown or reserved topic, larger than its topic's batch
+/// limit). A failed input's other outputs are not written: it goes to the
+/// dead-letter topic whole.
 fn route<'a>(
     log: &crate::log::Log,
     out: &mut OutputBatches,
@@ -452,50 +454,73 @@ fn route<'a>(
     input: &'a Input,
     answer: &TransformOutput,
 ) -> Result<Vec<(u64, String, &'a Input)>, String> {
-    let mut failures = Vec::new();
+    let target = |topic: &str, key: Option<&[u8]>, m: &OutMessage<'_>| {
+        let topic = if topic.is_empty() {
+            default_output
+        } else {
+            topic
+        };
+        let p = output_partition(log, topic, key, partition)?;
+        if m.fits(&p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "an output for {topic} is larger than its max batch size"
+            ))
+        }
+    };
+    let mut failed: BTreeMap<u32, String> = BTreeMap::new();
     for entry in answer.entries() {
         match entry {
             OutputEntry::Message {
-                input: input_index,
+                input: i,
                 topic,
                 key,
                 value,
                 headers,
             } => {
-                let topic = if topic.is_empty() {
-                    default_output
-                } else {
-                    topic
-                };
-                let p = partition_for(log, topic, key, partition)
-                    .map_err(|e| format!("output to {topic}: {e}"))?;
-                let m = OutMessage {
-                    key,
-                    value,
-                    headers: headers.map(|(k, v)| (k, Some(v))).collect(),
-                };
-                if m.fits(&p) {
-                    out.push(&p, &m);
-                } else {
-                    let offset = input
-                        .offsets
-                        .get(input_index as usize)
-                        .copied()
-                        .unwrap_or_default();
-                    failures.push((
-                        offset,
-                        format!("an output for {topic} is larger than its max batch size"),
-                        input,
-                    ));
+                if let Err(reason) = target(topic, key, &out_message(key, value, headers)) {
+                    failed.entry(i).or_insert(reason);
                 }
             }
             OutputEntry::Failure { input: i, reason } => {
-                let offset = input.offsets.get(i as usize).copied().unwrap_or_default();
-                failures.push((offset, reason.to_owned(), input));
+                failed.entry(i).or_insert_with(|| reason.to_owned());
             }
         }
     }
-    Ok(failures)
+    for entry in answer.entries() {
+        if let OutputEntry::Message {
+            input: i,
+            topic,
+            key,
+            value,
+            headers,
+        } = entry
+            && !failed.contains_key(&i)
+        {
+            let m = out_message(key, value, headers);
+            out.push(&target(topic, key, &m)?, &m);
+        }
+    }
+    Ok(failed
+        .into_iter()
+        .map(|(i, reason)| {
+            let offset = input.offsets.get(i as usize).copied().unwrap_or_default();
+            (offset, reason, input)
+        })
+        .collect())
+}
+
+fn out_message<'a>(
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    headers: OutputHeaders<'a>,
+) -> OutMessage<'a> {
+    OutMessage {
+        key,
+        value,
+        headers: headers.map(|(k, v)| (k, Some(v))).collect(),
+    }
 }
 
 /// Adds the input at `offset` to the dead-letter batch, with its origin and
