@@ -5,9 +5,10 @@
 //! polls batches, calls the guest and settles each message by its
 //! outcome: ack, retry (after the guest's delay, or the group's backoff)
 //! or dead-letter. A failed call (trap, timeout, memory cap) is retried
-//! message by message, so one poison message fails alone; a message whose
-//! own call fails is nacked and counts an attempt, and after the group's
-//! `max_attempts` it lands in the group's dead-letter topic.
+//! message by message, each settled as soon as it is done, so one poison
+//! message fails alone; a message whose own call fails is nacked and
+//! counts an attempt, and after the group's `max_attempts` it lands in the
+//! group's dead-letter topic.
 //!
 //! A call's effects are committed before its messages are settled: a
 //! crash in between redelivers them, so effects are at least once.
@@ -15,7 +16,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use sluice_host_api::{BatchContext, Outcome};
 use sluice_protocol::ops::function::{Attach, LogLevel};
 use sluice_protocol::ops::{
@@ -90,7 +90,22 @@ async fn serve(
         member_id: joined.member_id,
     };
     d.set_status("running");
+    // Polls keep the session alive, but a batch retried message by message
+    // can take longer than the session timeout: heartbeat meanwhile.
+    let heartbeat = {
+        let (groups, member) = (shared.groups.clone(), member.clone());
+        tokio::spawn(async move {
+            let every = Duration::from_millis(u64::from(SESSION_TIMEOUT_MS) / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                if groups.heartbeat(&member).is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let result = poll_loop(shared, d, &member, stop).await;
+    heartbeat.abort();
     let groups = shared.groups.clone();
     let m = member.clone();
     let _ = tokio::task::spawn_blocking(move || groups.leave(&m)).await;
@@ -115,19 +130,22 @@ async fn poll_loop(
             Err(e) => return Err(format!("polling: {e}")),
         };
         for delivery in batch.deliveries {
-            let settled = handle_delivery(shared, d, member, &delivery).await;
-            settle(shared, member, &delivery, settled).await?;
+            handle_delivery(shared, d, member, &delivery).await?;
         }
     }
     Ok(())
 }
 
+/// Calls the handler on a delivery and settles its messages. When the
+/// call fails, each message is retried on its own and settled as soon as
+/// it is done, so one poison message fails alone and the others are not
+/// held until their ack timeout.
 async fn handle_delivery(
     shared: &Arc<Shared>,
     d: &Arc<Deployment>,
     member: &MemberRef,
     delivery: &GroupDelivery,
-) -> Vec<Settled> {
+) -> Result<(), String> {
     let mut input = Input::default();
     input.extend(&delivery.records, |o| {
         delivery
@@ -135,80 +153,83 @@ async fn handle_delivery(
             .iter()
             .any(|r| o >= r.first_offset && o < r.first_offset + u64::from(r.count))
     });
+    if input.is_empty() {
+        return Ok(());
+    }
     let context = BatchContext {
         topic: delivery.topic.clone(),
         partition: delivery.partition,
         group: Some(member.group.clone()),
     };
-    call(shared.clone(), d.clone(), context, input).await
+    match call(shared, d, &context, &input).await {
+        Ok(settled) => settle(shared, member, delivery, settled).await,
+        Err(e) if input.len() == 1 => {
+            settle(shared, member, delivery, vec![(input.offsets[0], Err(e))]).await
+        }
+        Err(_) => {
+            for one in input.split() {
+                let settled = match call(shared, d, &context, &one).await {
+                    Ok(settled) => settled,
+                    Err(e) => vec![(one.offsets[0], Err(e))],
+                };
+                settle(shared, member, delivery, settled).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
-/// Calls the handler; on failure, retries message by message.
-fn call(
-    shared: Arc<Shared>,
-    d: Arc<Deployment>,
-    context: BatchContext,
-    input: Input,
-) -> BoxFuture<'static, Vec<Settled>> {
-    Box::pin(async move {
-        if input.is_empty() {
-            return Vec::new();
+/// One call of the handler: each message's outcome once its effects are
+/// committed (an `Err` outcome when they could not be), or the call's
+/// failure.
+async fn call(
+    shared: &Arc<Shared>,
+    d: &Arc<Deployment>,
+    context: &BatchContext,
+    input: &Input,
+) -> Result<Vec<Settled>, String> {
+    let active = d.active();
+    let started = Instant::now();
+    let out = match active
+        .function
+        .handle_async(context.clone(), input.buf.clone())
+        .await
+    {
+        Ok(out) => out,
+        Err(e) => {
+            d.stats().failed(input.len(), started.elapsed(), &e);
+            d.note(
+                shared.now_ms(),
+                LogLevel::Error,
+                &format!(
+                    "call failed on {} message(s) at {}/{} offset {}: {e}",
+                    input.len(),
+                    context.topic,
+                    context.partition,
+                    input.offsets[0]
+                ),
+            );
+            return Err(e.to_string());
         }
-        let active = d.active();
-        let started = Instant::now();
-        let buf = input.buf.clone();
-        match active.function.handle_async(context.clone(), buf).await {
-            Ok(out) => {
-                d.stats().call(out.messages, out.elapsed, out.fuel);
-                let (s, name, effects) = (shared.clone(), d.name.clone(), out.effects);
-                let keyless = context.partition;
-                let committed = tokio::task::spawn_blocking(move || {
-                    effects::commit(&s.fs, &s.scheduler, &name, &effects, s.now_ms(), keyless)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-                match committed {
-                    Ok(()) => input
-                        .offsets
-                        .into_iter()
-                        .zip(out.answer.into_iter().map(Ok))
-                        .collect(),
-                    Err(e) => {
-                        d.stats().error("commit");
-                        let reason = format!("could not commit the handler's effects: {e}");
-                        d.note(shared.now_ms(), LogLevel::Error, &reason);
-                        input
-                            .offsets
-                            .into_iter()
-                            .map(|o| (o, Err(reason.clone())))
-                            .collect()
-                    }
-                }
-            }
-            Err(e) => {
-                d.stats().failed(input.len(), started.elapsed(), &e);
-                d.note(
-                    shared.now_ms(),
-                    LogLevel::Error,
-                    &format!(
-                        "call failed on {} message(s) at {}/{} offset {}: {e}",
-                        input.len(),
-                        context.topic,
-                        context.partition,
-                        input.offsets[0]
-                    ),
-                );
-                if input.len() == 1 {
-                    return vec![(input.offsets[0], Err(e.to_string()))];
-                }
-                let mut out = Vec::with_capacity(input.len());
-                for one in input.split() {
-                    out.extend(call(shared.clone(), d.clone(), context.clone(), one).await);
-                }
-                out
-            }
-        }
+    };
+    d.stats().call(out.messages, out.elapsed, out.fuel);
+    let (s, name, effects) = (shared.clone(), d.name.clone(), out.effects);
+    let keyless = context.partition;
+    let committed = tokio::task::spawn_blocking(move || {
+        effects::commit(&s.fs, &s.scheduler, &name, &effects, s.now_ms(), keyless)
     })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let outcomes: Vec<Result<Outcome, String>> = match committed {
+        Ok(()) => out.answer.into_iter().map(Ok).collect(),
+        Err(e) => {
+            d.stats().error("commit");
+            let reason = format!("could not commit the handler's effects: {e}");
+            d.note(shared.now_ms(), LogLevel::Error, &reason);
+            vec![Err(reason); input.len()]
+        }
+    };
+    Ok(input.offsets.iter().copied().zip(outcomes).collect())
 }
 
 /// Acks and nacks the delivery's messages by their outcomes.
