@@ -1745,3 +1745,59 @@ fn attach_changes_over_a_backlog_neither_lose_nor_repeat_a_message() {
         assert!(read_topic(client, "spare").await.is_empty());
     });
 }
+
+/// A function whose component cannot be loaded at start (here: its file
+/// is gone) is listed as failed, explains itself, and can be deleted or
+/// replaced; the others start normally.
+#[test]
+fn a_function_that_fails_to_load_at_start_is_listed_and_can_be_replaced() {
+    let mut broker = Broker::start();
+    broker.with_client(async |client| {
+        client.create_topic("raw", 1, &[]).await.unwrap();
+        client.create_topic("clean", 1, &[]).await.unwrap();
+        client
+            .deploy_function(
+                FunctionManifest::transform("pii", "raw", ["clean"]),
+                components::bytes(components::PII_REDACT),
+            )
+            .await
+            .unwrap();
+        client
+            .deploy_function(
+                FunctionManifest::filter("other", "g").config("tags", "red"),
+                components::bytes(components::TAG_FILTER),
+            )
+            .await
+            .unwrap();
+    });
+    let pii_digest =
+        broker.with_client(async |client| client.describe_function("pii").await.unwrap().digest);
+    let components_dir = broker.dir.path().join("sluice-data/functions/components");
+    std::fs::remove_file(components_dir.join(format!("{pii_digest}.wasm"))).unwrap();
+    broker.restart();
+    broker.with_client(async |client| {
+        let listed = client.list_functions().await.unwrap();
+        let pii = listed.iter().find(|f| f.name == "pii").unwrap();
+        assert!(pii.status.starts_with("failed to load"), "{pii:?}");
+        assert!(pii.status.contains(&pii_digest), "{pii:?}");
+        let other = listed.iter().find(|f| f.name == "other").unwrap();
+        assert_eq!(other.status, "running", "{other:?}");
+        let why = refused(
+            client.describe_function("pii").await,
+            ErrorCode::InvalidFunction,
+        );
+        assert!(why.contains("failed to load"), "{why}");
+        // A new version replaces it.
+        let r = client
+            .deploy_function(
+                FunctionManifest::transform("pii", "raw", ["clean"]),
+                components::bytes(components::PII_REDACT),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.version, 2);
+        let d = client.describe_function("pii").await.unwrap();
+        assert_eq!(d.status, "running");
+        client.delete_function("other").await.unwrap();
+    });
+}

@@ -192,6 +192,9 @@ pub struct Functions {
     /// pooling allocator reserves address space up front.
     engine: OnceLock<Engine>,
     deployments: Mutex<HashMap<String, Arc<Deployment>>>,
+    /// Functions whose active version did not load at start, and why:
+    /// listed (so an operator sees them), deletable, redeployable.
+    failed: Mutex<BTreeMap<String, (VersionRecord, String)>>,
     /// Serialises deploys, rollbacks and deletions.
     admin: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -219,6 +222,7 @@ impl Functions {
             }),
             engine: OnceLock::new(),
             deployments: Mutex::new(HashMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             shutdown,
         }
@@ -282,6 +286,7 @@ impl Functions {
                 }
                 Err(e) => {
                     tracing::error!(function = %name, error = %e, "cannot load a deployed function");
+                    self.failed.lock().insert(name, (record, e.to_string()));
                 }
             }
         }
@@ -478,6 +483,7 @@ impl Functions {
         })
         .await??;
         let previous_version = previous.map_or(0, |d| d.active().version);
+        self.failed.lock().remove(&record.manifest.name);
         tracing::info!(function = %record.manifest.name, version, digest = %record.digest, "function deployed");
         self.install(&record, function, log).await;
         Ok(DeployFunctionResponse {
@@ -535,11 +541,13 @@ impl Functions {
     /// Stops a function and removes its versions, state and kv.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
-        let d = self.deployment(name)?;
-        for t in self.stop_runners(&d, &d.active().manifest.attach) {
-            let _ = t.await;
+        if self.failed.lock().remove(name).is_none() {
+            let d = self.deployment(name)?;
+            for t in self.stop_runners(&d, &d.active().manifest.attach) {
+                let _ = t.await;
+            }
+            self.deployments.lock().remove(name);
         }
-        self.deployments.lock().remove(name);
         let fs = self.shared.fs.clone();
         let n = name.to_owned();
         blocking(move || fs.delete(&n)).await??;
@@ -573,11 +581,26 @@ impl Functions {
                 }
             })
             .collect();
+        out.extend(self.failed.lock().values().map(|(r, e)| FunctionSummary {
+            name: r.manifest.name.clone(),
+            kind: r.manifest.attach.kind(),
+            attach: r.manifest.attach.describe(),
+            version: r.version,
+            status: format!("failed to load: {e}"),
+            invocations: 0,
+            errors: 0,
+        }));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
     pub async fn describe(&self, name: &str) -> Result<FunctionDescription> {
+        if let Some((r, e)) = self.failed.lock().get(name) {
+            return Err(FunctionError::Invalid(format!(
+                "{name} version {} failed to load when the broker started: {e} (deploy a new version or delete it)",
+                r.version
+            )));
+        }
         let d = self.deployment(name)?;
         let fs = self.shared.fs.clone();
         let n = name.to_owned();
