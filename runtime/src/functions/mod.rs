@@ -438,17 +438,7 @@ impl Functions {
     ) -> Result<DeployFunctionResponse> {
         let _admin = self.admin.lock().await;
         validate_manifest(self.shared.store(), &manifest)?;
-        if let Attach::Filter { group } = &manifest.attach
-            && let Some(other) = self.deployments.lock().values().find(|d| {
-                d.name != manifest.name
-                    && matches!(&d.active().manifest.attach, Attach::Filter { group: g } if g == group)
-            })
-        {
-            return Err(FunctionError::Invalid(format!(
-                "group {group} already has a filter function, {} (delete it first)",
-                other.name
-            )));
-        }
+        self.check_one_filter_per_group(&manifest)?;
         let previous = self.deployments.lock().get(&manifest.name).cloned();
         if let Some(d) = &previous {
             check_upgrade(&d.active().manifest, &manifest)?;
@@ -522,6 +512,7 @@ impl Functions {
         .clone();
         check_upgrade(&current.manifest, &target.manifest)?;
         validate_manifest(self.shared.store(), &target.manifest)?;
+        self.check_one_filter_per_group(&target.manifest)?;
         let bytes = self.shared.fs.component(&target.digest).map_err(|e| {
             FunctionError::Storage(format!("component of version {}: {e}", target.version))
         })?;
@@ -553,6 +544,25 @@ impl Functions {
         blocking(move || fs.delete(&n)).await??;
         tracing::info!(function = %name, "function deleted");
         Ok(())
+    }
+
+    /// A group has at most one filter function.
+    fn check_one_filter_per_group(&self, manifest: &FunctionManifest) -> Result<()> {
+        let Attach::Filter { group } = &manifest.attach else {
+            return Ok(());
+        };
+        let deployments = self.deployments.lock();
+        let other = deployments.values().find(|d| {
+            d.name != manifest.name
+                && matches!(&d.active().manifest.attach, Attach::Filter { group: g } if g == group)
+        });
+        match other {
+            Some(other) => Err(FunctionError::Invalid(format!(
+                "group {group} already has a filter function, {} (delete it first)",
+                other.name
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn deployment(&self, name: &str) -> Result<Arc<Deployment>> {
@@ -814,7 +824,14 @@ fn spec_of(
     version: u32,
     log: Arc<logbook::LogBook>,
 ) -> FunctionSpec {
-    let services = services::services(&shared.fs, &m.name, version, shared.clock.clone(), log);
+    let services = services::services(
+        &shared.fs,
+        shared.scheduler.clone(),
+        &m.name,
+        version,
+        shared.clock.clone(),
+        log,
+    );
     let mut spec = FunctionSpec::new(m.name.clone(), services);
     spec.kind = Some(match m.attach.kind() {
         FunctionKind::Filter => sluice_host_api::FunctionKind::Filter,

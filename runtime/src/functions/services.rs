@@ -10,11 +10,13 @@ use sluice_protocol::ops::function::LogLevel;
 
 use super::logbook::LogBook;
 use super::store::FunctionStore;
+use crate::sched::Scheduler;
 
 /// The services of one version of one function: its kv namespace, its
 /// delay ids, the broker's clock, its log.
 pub fn services(
     store: &FunctionStore,
+    scheduler: Arc<Scheduler>,
     name: &str,
     version: u32,
     clock: Arc<dyn crate::clock::Clock>,
@@ -22,6 +24,7 @@ pub fn services(
 ) -> Services {
     let scoped = Arc::new(Scoped {
         store: store.clone(),
+        scheduler,
         name: name.to_owned(),
         version,
         clock,
@@ -37,6 +40,7 @@ pub fn services(
 
 struct Scoped {
     store: FunctionStore,
+    scheduler: Arc<Scheduler>,
     name: String,
     version: u32,
     clock: Arc<dyn crate::clock::Clock>,
@@ -55,11 +59,10 @@ impl KvStore for Scoped {
 
 impl DelayLookup for Scoped {
     fn is_pending(&self, id: &str) -> Result<bool, HostError> {
-        Ok(self
-            .store
-            .delay(&self.name, id)
-            .map_err(unavailable)?
-            .is_some())
+        match self.store.delay(&self.name, id).map_err(unavailable)? {
+            Some(delay_id) => self.scheduler.is_pending(delay_id).map_err(unavailable),
+            None => Ok(false),
+        }
     }
 }
 

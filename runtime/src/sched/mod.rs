@@ -522,6 +522,19 @@ impl Scheduler {
     /// Cancels a scheduled message. A loop message stops looping. If the
     /// message is being dispatched right now, waits for that to finish and
     /// answers for what is left.
+    /// Whether `delay_id` is scheduled and neither delivered, cancelled
+    /// nor dropped yet. One metadata read.
+    pub fn is_pending(&self, delay_id: u64) -> Result<bool, SchedError> {
+        let cfs = self.families()?;
+        let meta = self.store.meta();
+        Ok(
+            match meta.db().get_pinned_cf(cfs.ids, keys::id_key(delay_id))? {
+                Some(v) => matches!(IdState::decode(&v)?, IdState::Pending(_)),
+                None => false,
+            },
+        )
+    }
+
     pub fn cancel(&self, delay_id: u64) -> Result<(CancelOutcome, String), SchedError> {
         let meta = self.store.meta();
         let cfs = self.families()?;

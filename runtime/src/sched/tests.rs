@@ -193,10 +193,13 @@ fn cancel_answers_for_every_state() {
     let f = fixture();
     let a = f.schedule_one(f.at("t", T0 + 1000, "a"));
     let b = f.schedule_one(f.at("t", T0 + 10, "b"));
+    assert!(f.sched.is_pending(a.delay_id).unwrap());
     assert_eq!(
         f.sched.cancel(a.delay_id).unwrap().0,
         CancelOutcome::Cancelled
     );
+    assert!(!f.sched.is_pending(a.delay_id).unwrap());
+    assert!(!f.sched.is_pending(987_654_321).unwrap());
     assert_eq!(
         f.sched.cancel(a.delay_id).unwrap().0,
         CancelOutcome::AlreadyCancelled
@@ -205,7 +208,9 @@ fn cancel_answers_for_every_state() {
         f.sched.cancel(987_654_321).unwrap().0,
         CancelOutcome::Unknown
     );
+    assert!(f.sched.is_pending(b.delay_id).unwrap());
     assert_eq!(f.tick_at(T0 + 2000).dispatched, 1);
+    assert!(!f.sched.is_pending(b.delay_id).unwrap());
     assert_eq!(
         f.sched.cancel(b.delay_id).unwrap().0,
         CancelOutcome::AlreadyDelivered
