@@ -122,7 +122,6 @@ impl Broker {
             groups.clone(),
             scheduler.clone(),
             clock.clone(),
-            &settings.topic_defaults,
             shutdown.clone(),
         ));
         Broker {

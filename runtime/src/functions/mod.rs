@@ -50,10 +50,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::groups::{BatchFilter, Groups};
-use crate::log::{LogError, TopicConfig};
 use crate::meta::MetaError;
 use crate::sched::Scheduler;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 pub use store::{CF_FUNCTION_KV, CF_FUNCTION_STATE, CF_FUNCTIONS, FunctionStore, VersionRecord};
 
@@ -160,7 +159,6 @@ pub struct Shared {
     pub groups: Arc<Groups>,
     pub scheduler: Arc<Scheduler>,
     pub clock: Arc<dyn Clock>,
-    internal_topic: TopicConfig,
 }
 
 impl Shared {
@@ -170,17 +168,6 @@ impl Shared {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
-    }
-
-    /// Creates an internal topic (a dead-letter topic) if it is missing.
-    pub fn ensure_topic(&self, name: &str) -> Result<(), StoreError> {
-        if self.store().log().topic(name).is_ok() {
-            return Ok(());
-        }
-        match self.store().create_topic(name, self.internal_topic.clone()) {
-            Ok(_) | Err(StoreError::Log(LogError::TopicExists(_))) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 
@@ -206,7 +193,6 @@ impl Functions {
         groups: Arc<Groups>,
         scheduler: Arc<Scheduler>,
         clock: Arc<dyn Clock>,
-        topic_defaults: &TopicConfig,
         shutdown: CancellationToken,
     ) -> Functions {
         Functions {
@@ -215,10 +201,6 @@ impl Functions {
                 groups,
                 scheduler,
                 clock,
-                internal_topic: TopicConfig {
-                    partitions: 1,
-                    ..topic_defaults.clone()
-                },
             }),
             engine: OnceLock::new(),
             deployments: Mutex::new(HashMap::new()),
@@ -250,10 +232,7 @@ impl Functions {
         let active = match tokio::task::spawn_blocking(move || {
             fs.list_active()?
                 .into_iter()
-                .map(|(name, v)| {
-                    let record = fs.versions(&name)?.into_iter().find(|r| r.version == v);
-                    Ok((name, record))
-                })
+                .map(|(name, v)| Ok((name.clone(), fs.version(&name, v)?)))
                 .collect::<Result<Vec<_>, MetaError>>()
         })
         .await
@@ -319,7 +298,7 @@ impl Functions {
         record: &VersionRecord,
         function: Function,
         log: Arc<logbook::LogBook>,
-    ) -> Arc<Deployment> {
+    ) {
         let active = Arc::new(Active {
             version: record.version,
             digest: record.digest.clone(),
@@ -327,45 +306,44 @@ impl Functions {
             function,
         });
         let existing = self.deployments.lock().get(&record.manifest.name).cloned();
-        if let Some(d) = existing {
-            let old_attach = d.active().manifest.attach.clone();
-            if old_attach == record.manifest.attach {
-                *d.active.write() = active;
-            } else {
-                // Runners of the old attachment finish their batch on the
-                // old version before the new ones start: two runners on
-                // one input partition would both commit it.
-                for t in self.stop_runners(&d, &old_attach) {
-                    let _ = t.await;
+        let d = match existing {
+            Some(d) => {
+                let old_attach = d.active().manifest.attach.clone();
+                if old_attach == record.manifest.attach {
+                    *d.active.write() = active;
+                } else {
+                    // Runners of the old attachment finish their batch on
+                    // the old version before the new ones start: two
+                    // runners on one input partition would both commit it.
+                    for t in self.stop_runners(&d, &old_attach) {
+                        let _ = t.await;
+                    }
+                    *d.active.write() = active;
+                    self.start_runners(&d);
                 }
-                *d.active.write() = active;
-                self.start_runners(&d);
+                d
             }
-            d.note(
-                self.shared.now_ms(),
-                LogLevel::Info,
-                &format!("version {} active", record.version),
-            );
-            return d;
-        }
-        let d = Arc::new(Deployment {
-            name: record.manifest.name.clone(),
-            active: RwLock::new(active),
-            stats: stats::FnStats::default(),
-            log,
-            stop: Mutex::new(self.shutdown.child_token()),
-            tasks: Mutex::new(Vec::new()),
-            status: Mutex::new("starting".into()),
-            positions: Mutex::new(BTreeMap::new()),
-        });
-        self.deployments.lock().insert(d.name.clone(), d.clone());
-        self.start_runners(&d);
+            None => {
+                let d = Arc::new(Deployment {
+                    name: record.manifest.name.clone(),
+                    active: RwLock::new(active),
+                    stats: stats::FnStats::default(),
+                    log,
+                    stop: Mutex::new(self.shutdown.child_token()),
+                    tasks: Mutex::new(Vec::new()),
+                    status: Mutex::new("starting".into()),
+                    positions: Mutex::new(BTreeMap::new()),
+                });
+                self.deployments.lock().insert(d.name.clone(), d.clone());
+                self.start_runners(&d);
+                d
+            }
+        };
         d.note(
             self.shared.now_ms(),
             LogLevel::Info,
             &format!("version {} active", record.version),
         );
-        d
     }
 
     fn start_runners(&self, d: &Arc<Deployment>) {

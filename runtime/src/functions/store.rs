@@ -198,6 +198,15 @@ impl FunctionStore {
         Ok(out)
     }
 
+    /// One stored version of `name`.
+    pub fn version(&self, name: &str, version: u32) -> Result<Option<VersionRecord>, MetaError> {
+        let meta = self.store.meta();
+        meta.db()
+            .get_pinned_cf(meta.cf(CF_FUNCTIONS)?, version_key(name, version))?
+            .map(|v| decode_version(&v))
+            .transpose()
+    }
+
     /// Every stored version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, MetaError> {
         let meta = self.store.meta();

@@ -347,7 +347,10 @@ impl Task {
                         .collect(),
                 };
                 if !failures.is_empty() {
-                    shared.ensure_topic(&dlq).map_err(|e| e.to_string())?;
+                    shared
+                        .groups
+                        .ensure_topic(&dlq)
+                        .map_err(|e| e.to_string())?;
                     let dlq_partition = log.partition(&dlq, 0).map_err(|e| e.to_string())?;
                     for (offset, reason, input) in failures {
                         dead_letter(

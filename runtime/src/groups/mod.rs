@@ -485,7 +485,9 @@ impl Groups {
         Ok(())
     }
 
-    fn ensure_topic(&self, name: &str) -> Result<()> {
+    /// Creates one of the broker's internal topics (retry, dead letters —
+    /// groups' and functions') with one partition, if it is missing.
+    pub fn ensure_topic(&self, name: &str) -> Result<()> {
         if self.store.log().topic(name).is_ok() {
             return Ok(());
         }
