@@ -203,7 +203,10 @@ pub fn commit(
     fs.kv_write(&mut batch, name, &effects.kv_writes)
         .map_err(|e| e.to_string())?;
     schedule(fs, scheduler, name, &effects.scheduled, keyless, &mut batch)?;
-    fs.commit(batch).map_err(|e| e.to_string())?;
+    if !batch.is_empty() {
+        // A call that only emits costs no metadata fsync.
+        fs.commit(batch).map_err(|e| e.to_string())?;
+    }
     cancel(fs, scheduler, name, &effects.cancelled)?;
     if !effects.emitted.is_empty() {
         let mut out = OutputBatches::new(now_ms);
