@@ -40,8 +40,20 @@ pub fn spawn_dev_process_with_env(
     data: &Path,
     env: &[(&str, &str)],
 ) -> anyhow::Result<(Child, String, std::sync::mpsc::Receiver<String>)> {
+    spawn_dev_process_on(exe, data, "127.0.0.1:0", env)
+}
+
+/// Like [`spawn_dev_process_with_env`] on a given listen address, so a
+/// restarted broker comes back where its clients reconnect (the kill-loop
+/// crash tests).
+pub fn spawn_dev_process_on(
+    exe: &Path,
+    data: &Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Child, String, std::sync::mpsc::Receiver<String>)> {
     let mut child = Command::new(exe)
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", listen, "--data-dir"])
         .arg(data)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -144,3 +144,30 @@ fn quic_benchmarks_run_end_to_end_and_write_json() {
         );
     }
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sluice()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("Sluice is running on ") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "no log lines on stderr: {stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in piped logs: {stderr}"
+    );
+}

@@ -188,7 +188,12 @@ impl Task {
         let active = self.d.active();
         let max = super::batch_messages(&active.manifest) as u64;
         let from = self.state.position;
-        let read = match self.input.read(from, READ_BYTES) {
+        // A read may miss the tail cache and pread the disk: off the workers.
+        let input = self.input.clone();
+        let read = tokio::task::spawn_blocking(move || input.read(from, READ_BYTES))
+            .await
+            .map_err(|e| format!("task failed: {e}"))?;
+        let read = match read {
             Ok(r) => r,
             Err(LogError::OffsetOutOfRange { start, .. }) if from < start => {
                 // Retention deleted input the transform had not read.

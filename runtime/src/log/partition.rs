@@ -24,7 +24,7 @@ use sluice_protocol::batch::{BatchView, set_base_offset, set_log_append_time};
 use super::cache::TailCache;
 use super::checkpoint::Checkpoint;
 use super::index::{Index, OffsetEntry, TimeEntry};
-use super::producers::{ProducerTable, REBUILD_WINDOW_BYTES, SequenceCheck};
+use super::producers::{ProducerSnapshot, ProducerTable, SequenceCheck};
 use super::segment::{Indexes, Segment, parse_log_file_name};
 use super::{Durability, LogError, LogOptions, TimestampPolicy, TopicConfig};
 use crate::clock::Clock;
@@ -118,8 +118,14 @@ pub struct Partition {
     writers_in_flight: AtomicUsize,
     /// Batches written so far (drives the group-commit linger).
     batches_written: AtomicU64,
-    /// Segments rolled under `interval` or `none` and not yet synced.
+    /// Segments rolled and not yet synced (a roll never syncs: it runs
+    /// under the writer lock, on the appender's thread).
     unsynced_closed: Mutex<Vec<Arc<Segment>>>,
+    /// Held while closed segments are synced, so whoever returns from
+    /// [`Self::sync_closed_segments`] knows every earlier roll is durable.
+    closed_sync: Mutex<()>,
+    /// A segment file was created since the directory was last synced.
+    dir_unsynced: AtomicBool,
     /// The last group-commit round; held by the leader while it syncs.
     round: Mutex<Round>,
     /// fdatasync calls made so far (appends per sync shows group commit at work).
@@ -189,9 +195,9 @@ impl Partition {
         let last_checkpoint = recovered
             .up_to_date_checkpoint
             .then(|| (active.base_offset, active.size()));
-        let producers = rebuild_producers(&active)?;
         let active = Arc::new(active);
         segments.push(active.clone());
+        let producers = restore_producers(dir, &segments)?;
         let log_start = segments[0].base_offset;
         let partition = Partition {
             topic,
@@ -213,6 +219,8 @@ impl Partition {
             batches_written: AtomicU64::new(0),
             round: Mutex::new(Round::default()),
             unsynced_closed: Mutex::new(Vec::new()),
+            closed_sync: Mutex::new(()),
+            dir_unsynced: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(last_checkpoint),
             high_watermark: AtomicU64::new(next_offset),
             durable: AtomicU64::new(next_offset),
@@ -439,7 +447,8 @@ impl Partition {
             (w.active.clone(), w.next_offset, batches)
         };
         let started = Instant::now();
-        if let Err(e) = segment.sync() {
+        // Segments rolled since the last round hold batches before `written`.
+        if let Err(e) = self.sync_closed_segments().and_then(|()| segment.sync()) {
             // After a failed fsync the page cache state is unknown (the
             // "fsyncgate" lesson): refuse further appends until a restart
             // recovers from what is really on disk.
@@ -490,8 +499,16 @@ impl Partition {
         self.sync_to(written)
     }
 
-    /// Syncs segments rolled without a sync (see [`Self::roll`]).
+    /// Syncs the directory entries of new segments and the segments rolled
+    /// since the last call (see [`Self::roll`]).
     fn sync_closed_segments(&self) -> Result<(), LogError> {
+        let _serial = self.closed_sync.lock();
+        if self.dir_unsynced.swap(false, Ordering::AcqRel)
+            && let Err(e) = sync_dir(&self.dir)
+        {
+            self.dir_unsynced.store(true, Ordering::Release);
+            return Err(e);
+        }
         let pending = std::mem::take(&mut *self.unsynced_closed.lock());
         for (i, segment) in pending.iter().enumerate() {
             if let Err(e) = segment.sync() {
@@ -536,38 +553,29 @@ impl Partition {
 
     /// Closes the active segment (indexes sealed) and starts a new one.
     ///
-    /// Under `sync` the old segment is synced here: it holds at most what
-    /// arrived since the last group commit, and its appenders wait on it.
-    /// Under `interval` and `none` it may hold a whole segment of dirty
-    /// pages, so syncing it here would stall appends for as long as that
-    /// takes; it is synced by the next flush or checkpoint instead.
+    /// Nothing here waits for the disk: this runs under the writer lock on
+    /// the appender's thread (a tokio worker for QUIC produce), where an
+    /// fsync would stall every other producer of the partition. The old
+    /// segment and the directory entry of the new one are synced by the
+    /// next group commit (`sync`), flush (`interval`) or checkpoint, each of
+    /// which syncs closed segments before it publishes anything as durable.
     fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
         let old = w.active.clone();
-        if self.config.durability == Durability::Sync {
-            old.sync()?;
-        } else {
-            self.unsynced_closed.lock().push(old.clone());
-        }
         {
             let mut ix = old.indexes_mut();
             old.seal_indexes(&mut ix, w.next_offset)?;
         }
         let new = Arc::new(Segment::create(&self.dir, w.next_offset)?);
-        sync_dir(&self.dir)?;
+        self.dir_unsynced.store(true, Ordering::Release);
+        self.unsynced_closed.lock().push(old);
         tracing::debug!(topic = %self.topic, partition = self.id, base = w.next_offset, "rolled segment");
         self.segments.write().push(new.clone());
         w.active = new;
         w.first_timestamp = None;
-        if self.config.durability == Durability::Sync {
-            self.durable.fetch_max(w.next_offset, Ordering::AcqRel);
-            self.high_watermark
-                .fetch_max(w.next_offset, Ordering::AcqRel);
-        }
-        // No recovery point here: the old segment is sealed (and synced, or
-        // queued for the next flush or checkpoint, which syncs it before
-        // writing a recovery point), and recovery scans an active segment
-        // the checkpoint does not name from its start. The maintenance thread checkpoints the new segment once
-        // it has grown; only it writes the file (under `checkpoint_lock`).
+        // No recovery point here: recovery scans an active segment the
+        // checkpoint does not name from its start. The maintenance thread
+        // checkpoints the new segment once it has grown; only it writes the
+        // file (under `checkpoint_lock`).
         Ok(())
     }
 
@@ -576,7 +584,7 @@ impl Partition {
     /// changed since the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), LogError> {
         let mut last = self.checkpoint_lock.lock();
-        let (segment, cp, index_bytes, time_bytes) = {
+        let (segment, cp, index_bytes, time_bytes, producers) = {
             let w = self.writer.lock();
             let position = w.active.size();
             if *last == Some((w.active.base_offset, position)) {
@@ -592,11 +600,17 @@ impl Partition {
                 max_timestamp: ix.max_timestamp,
                 first_timestamp: w.first_timestamp.unwrap_or(i64::MIN),
             };
+            let producers = ProducerSnapshot {
+                segment_base: w.active.base_offset,
+                position,
+                table: w.producers.clone(),
+            };
             (
                 w.active.clone(),
                 cp,
                 ix.offsets.unpersisted(),
                 ix.times.unpersisted(),
+                producers,
             )
         };
         // Everything before the recovery point must be durable, including
@@ -615,6 +629,12 @@ impl Partition {
             ix.offsets.mark_persisted(cp.index_entries as usize);
             ix.times.mark_persisted(cp.time_entries as usize);
         }
+        // The producer state first: a snapshot newer than the recovery point
+        // is still exact (what it covers was synced above), while one older
+        // than it only means more headers to replay.
+        producers
+            .store(&self.dir)
+            .map_err(|e| LogError::io(&self.dir, e))?;
         cp.store(&self.dir)
             .map_err(|e| LogError::io(&self.dir, e))?;
         self.durable.fetch_max(cp.next_offset, Ordering::AcqRel);
@@ -861,35 +881,58 @@ fn recover_active(
     })
 }
 
-/// Rebuilds the idempotent-producer table from the batch headers in the
-/// last [`REBUILD_WINDOW_BYTES`] of the (recovered) active segment.
-fn rebuild_producers(seg: &Segment) -> Result<ProducerTable, LogError> {
+/// Restores the idempotent-producer table: the snapshot stored with the
+/// last recovery point, then every batch header written after it (in its
+/// segment and all later ones). Without a usable snapshot (a data directory
+/// from before snapshots, or a damaged file) every segment is replayed.
+fn restore_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerTable, LogError> {
     let mut table = ProducerTable::new();
-    let size = seg.size();
-    if size == 0 {
-        return Ok(table);
+    let mut from = (0, 0);
+    match ProducerSnapshot::load(dir) {
+        Some(snapshot) => {
+            match segments
+                .iter()
+                .position(|s| s.base_offset == snapshot.segment_base)
+            {
+                Some(i) if snapshot.position <= segments[i].size() => {
+                    table = snapshot.table;
+                    from = (i, snapshot.position);
+                }
+                _ => tracing::warn!(
+                    dir = %dir.display(),
+                    "producer state names a position no longer in the log; replaying the whole log"
+                ),
+            }
+        }
+        None if segments.iter().any(|s| s.size() > 0) => {
+            tracing::info!(dir = %dir.display(), "no producer state; replaying the batch headers of the whole log");
+        }
+        None => {}
     }
-    let window_start = size.saturating_sub(REBUILD_WINDOW_BYTES);
-    // Start at an indexed batch boundary at or before the window.
-    let from = {
-        let ix = seg.indexes_mut();
-        ix.offsets
-            .entries()
-            .iter()
-            .rev()
-            .find(|e| e.position as u64 <= window_start)
-            .map_or(0, |e| e.position as u64)
-    };
-    let buf = seg.read_at(from, (size - from) as usize)?;
-    let mut pos = 0usize;
-    while pos + sluice_protocol::batch::HEADER_LEN <= buf.len() {
-        let Ok(header) = sluice_protocol::batch::BatchHeader::parse(&buf[pos..]) else {
-            break;
-        };
-        table.record(&header, header.base_offset);
-        pos += header.total_len();
+    let (first, mut position) = from;
+    for segment in &segments[first..] {
+        replay_headers(segment, position, &mut table)?;
+        position = 0;
     }
     Ok(table)
+}
+
+/// Records in `table` every batch of `segment` from `position` on, reading
+/// only the batch headers.
+fn replay_headers(
+    segment: &Segment,
+    mut position: u64,
+    table: &mut ProducerTable,
+) -> Result<(), LogError> {
+    use sluice_protocol::batch::{BatchHeader, HEADER_LEN};
+    let size = segment.size();
+    while position + HEADER_LEN as u64 <= size {
+        let bytes = segment.read_at(position, HEADER_LEN)?;
+        let header = BatchHeader::parse(&bytes)?;
+        table.record(&header, header.base_offset);
+        position += header.total_len() as u64;
+    }
+    Ok(())
 }
 
 /// Locks a std mutex whose data stays valid even if a holder panicked.

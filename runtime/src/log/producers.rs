@@ -9,13 +9,20 @@
 //! keeps in flight per partition), so any retry of one of them is answered
 //! with its original offsets.
 //!
-//! The table lives in memory and is rebuilt when a partition opens from the
-//! batch headers in the last [`REBUILD_WINDOW_BYTES`] of the active segment:
-//! enough for the batches in flight when the broker stopped, which are the
-//! ones a producer retries. A producer the table does not know (new, or older
-//! than the window) is accepted at whatever sequence it sends.
+//! The table survives restarts whole: every recovery point stores a
+//! snapshot of it taken at the same log position ([`ProducerSnapshot`],
+//! file `producer-state`), and opening a partition loads the snapshot and
+//! replays the batch headers written after it. (It was once rebuilt from
+//! only the last 4 MiB of the active segment; a producer whose batches lay
+//! before that window, or in the segment before a roll, was forgotten, and
+//! its retries after a restart were written twice.) A producer the table
+//! does not know (new, or evicted as the least recently seen of more than
+//! [`MAX_PRODUCERS`]) is accepted at whatever sequence it sends.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
 
 use sluice_protocol::batch::BatchHeader;
 
@@ -23,10 +30,8 @@ use super::LogError;
 
 /// Batches remembered per producer (the client's in-flight limit per partition).
 pub const REMEMBERED_BATCHES: usize = 5;
-/// Tail of the active segment scanned at open to rebuild the table.
-pub const REBUILD_WINDOW_BYTES: u64 = 4 << 20;
 /// Producers remembered per partition; the least recently seen are dropped first.
-const MAX_PRODUCERS: usize = 10_000;
+pub const MAX_PRODUCERS: usize = 10_000;
 
 /// A batch a producer wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +42,7 @@ pub struct WrittenBatch {
     pub last_offset: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<WrittenBatch>,
@@ -54,7 +59,7 @@ pub enum SequenceCheck {
     Duplicate(WrittenBatch),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
     clock: u64,
@@ -168,6 +173,142 @@ impl ProducerTable {
     }
 }
 
+/// The producer table as of one log position, stored beside the recovery
+/// point so a restart knows every producer, not just recent ones.
+///
+/// File `producer-state`, big-endian: magic `SLPS`, version 1, segment base
+/// u64, position u64 (a batch boundary in that segment; everything before it
+/// was synced before the file was written), producer count u32, then per
+/// producer, least recently seen first: id i64, epoch i16, batch count u8
+/// and per batch first sequence i32, last sequence i32, base offset u64,
+/// last offset u64; then a CRC-32C of everything before it. Written by temp
+/// file, fsync and rename; a missing or damaged file makes the open replay
+/// the whole log instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProducerSnapshot {
+    pub segment_base: u64,
+    pub position: u64,
+    pub table: ProducerTable,
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
+const SNAPSHOT_VERSION: u8 = 1;
+pub(crate) const SNAPSHOT_FILE: &str = "producer-state";
+
+impl ProducerSnapshot {
+    fn encode(&self) -> Vec<u8> {
+        let t = &self.table;
+        let mut b = Vec::with_capacity(32 + t.producers.len() * (11 + 24 * REMEMBERED_BATCHES));
+        b.extend_from_slice(SNAPSHOT_MAGIC);
+        b.push(SNAPSHOT_VERSION);
+        b.extend_from_slice(&self.segment_base.to_be_bytes());
+        b.extend_from_slice(&self.position.to_be_bytes());
+        b.extend_from_slice(&(t.producers.len() as u32).to_be_bytes());
+        let mut entries: Vec<_> = t.producers.iter().collect();
+        entries.sort_unstable_by_key(|(_, e)| e.touched);
+        for (id, e) in entries {
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&e.epoch.to_be_bytes());
+            b.push(e.recent.len() as u8);
+            for w in &e.recent {
+                b.extend_from_slice(&w.first_sequence.to_be_bytes());
+                b.extend_from_slice(&w.last_sequence.to_be_bytes());
+                b.extend_from_slice(&w.base_offset.to_be_bytes());
+                b.extend_from_slice(&w.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<ProducerSnapshot> {
+        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+        if u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
+            return None;
+        }
+        let mut r = Reader(body);
+        if r.take(4)? != SNAPSHOT_MAGIC || r.take(1)?[0] != SNAPSHOT_VERSION {
+            return None;
+        }
+        let segment_base = r.u64()?;
+        let position = r.u64()?;
+        let count = r.u32()? as usize;
+        let mut table = ProducerTable::new();
+        for _ in 0..count.min(MAX_PRODUCERS) {
+            let id = r.u64()? as i64;
+            let epoch = r.u16()? as i16;
+            let n = r.take(1)?[0] as usize;
+            if n > REMEMBERED_BATCHES {
+                return None;
+            }
+            let mut recent = VecDeque::with_capacity(REMEMBERED_BATCHES);
+            for _ in 0..n {
+                recent.push_back(WrittenBatch {
+                    first_sequence: r.u32()? as i32,
+                    last_sequence: r.u32()? as i32,
+                    base_offset: r.u64()?,
+                    last_offset: r.u64()?,
+                });
+            }
+            table.clock += 1;
+            let touched = table.clock;
+            table.producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    recent,
+                    touched,
+                },
+            );
+        }
+        r.0.is_empty().then_some(ProducerSnapshot {
+            segment_base,
+            position,
+            table,
+        })
+    }
+
+    /// Reads the partition's snapshot; `None` if missing or damaged.
+    pub fn load(dir: &Path) -> Option<ProducerSnapshot> {
+        let bytes = fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
+        let snapshot = ProducerSnapshot::decode(&bytes);
+        if snapshot.is_none() {
+            tracing::warn!(dir = %dir.display(), "producer state damaged; replaying the whole log");
+        }
+        snapshot
+    }
+
+    /// Replaces the partition's snapshot atomically (temp file, fsync, rename).
+    pub fn store(&self, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&self.encode())?;
+        f.sync_data()?;
+        fs::rename(&tmp, dir.join(SNAPSHOT_FILE))
+    }
+}
+
+/// Big-endian reads off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +379,38 @@ mod tests {
             t.check(&header(1, 0, 1, 1)).unwrap(),
             SequenceCheck::Duplicate(_)
         ));
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_damage() {
+        let mut t = ProducerTable::new();
+        for pid in 0..50 {
+            for seq in 0..7 {
+                t.record(&header(pid, 2, seq * 3, 3), (pid * 100 + seq as i64) as u64);
+            }
+        }
+        let snap = ProducerSnapshot {
+            segment_base: 42,
+            position: 4096,
+            table: t.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        snap.store(dir.path()).unwrap();
+        let loaded = ProducerSnapshot::load(dir.path()).unwrap();
+        assert_eq!((loaded.segment_base, loaded.position), (42, 4096));
+        // Same answers as the table it was taken from.
+        for pid in 0..50 {
+            for seq in 0..8 {
+                let h = header(pid, 2, seq * 3, 3);
+                assert_eq!(loaded.table.check(&h).ok(), t.check(&h).ok());
+            }
+        }
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[30] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(ProducerSnapshot::load(dir.path()).is_none());
+        fs::write(&path, &bytes[..3]).unwrap();
+        assert!(ProducerSnapshot::load(dir.path()).is_none());
     }
 }

@@ -411,7 +411,12 @@ fn missing_or_corrupt_indexes_are_rebuilt() {
         p.append(batch(2, 100, T0 + i, i as u8)).unwrap();
     }
     let good = read_all(&p, 0);
-    assert!(p.segment_count() > 3);
+    assert!(
+        p.segment_count() >= 3,
+        "{} segment(s), {} bytes",
+        p.segment_count(),
+        p.size_bytes()
+    );
     drop(log);
     let dir = f.partition_dir("t");
     let mut logs: Vec<_> = fs::read_dir(&dir)
@@ -737,4 +742,68 @@ fn idempotent_retries_are_not_written_twice_even_after_a_crash() {
     assert!(p.append(producer_batch(9, 5, 1)).is_err());
     assert_eq!(p.append(producer_batch(9, 4, 1)).unwrap().base_offset, 4);
     assert_eq!(read_all(&p, 0).len(), 5);
+}
+
+#[test]
+fn producer_state_survives_restarts_whole_across_rolls_and_checkpoints() {
+    // Tiny segments: producer 1 writes once, then many other batches roll
+    // the log past it several times (and a checkpoint comes in between),
+    // so its batch is neither in the active segment nor near the end.
+    const OTHER: i32 = 150;
+    let f = Fixture::new();
+    let topics = [("t", config())];
+    let log = f.open(&topics);
+    let p = log.partition("t", 0).unwrap();
+    p.append(producer_batch(1, 0, 2)).unwrap();
+    for seq in 0..OTHER {
+        p.append(producer_batch(2, seq * 4, 4)).unwrap();
+        if seq == 5 {
+            p.checkpoint().unwrap();
+        }
+    }
+    assert!(
+        p.segment_count() >= 3,
+        "{} segment(s), {} bytes",
+        p.segment_count(),
+        p.size_bytes()
+    );
+    drop(p);
+    log.simulate_crash();
+
+    let log = f.open(&topics);
+    let p = log.partition("t", 0).unwrap();
+    let retry = p.append(producer_batch(1, 0, 2)).unwrap();
+    assert!(
+        retry.duplicate,
+        "a retry of the old producer's batch was written again"
+    );
+    assert_eq!((retry.base_offset, retry.last_offset), (0, 1));
+    let retry = p.append(producer_batch(2, (OTHER - 1) * 4, 4)).unwrap();
+    assert!(retry.duplicate);
+    // Clean close and reopen: the snapshot alone answers.
+    p.append(producer_batch(1, 2, 1)).unwrap();
+    drop(p);
+    log.close().unwrap();
+    let log = f.open(&topics);
+    let p = log.partition("t", 0).unwrap();
+    assert!(p.append(producer_batch(1, 2, 1)).unwrap().duplicate);
+    assert!(p.append(producer_batch(1, 0, 2)).unwrap().duplicate);
+    assert!(
+        p.append(producer_batch(1, 9, 1)).is_err(),
+        "a gap is still refused"
+    );
+
+    // A damaged snapshot: the whole log is replayed, nothing is forgotten.
+    drop(p);
+    log.simulate_crash();
+    std::fs::write(f.partition_dir("t").join("producer-state"), b"garbage").unwrap();
+    let log = f.open(&topics);
+    let p = log.partition("t", 0).unwrap();
+    assert!(p.append(producer_batch(1, 2, 1)).unwrap().duplicate);
+    assert!(
+        p.append(producer_batch(2, (OTHER - 1) * 4, 4))
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(read_all(&p, 0).len(), 2 + OTHER as usize * 4 + 1);
 }

@@ -1,0 +1,164 @@
+//! Idempotent producers under a broker that is SIGKILLed and restarted over
+//! and over, as a new user runs them: eight clients, each with a default producer (idempotent, five
+//! batches in flight per partition) with a few hundred sends outstanding
+//! each, and a delivery timeout long enough that in-flight sends *retry
+//! across the restart* instead of failing. Every acknowledged message must
+//! be stored, and no message may be stored twice: the retry of a batch the
+//! dead broker had already written must be recognised after the restart.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
+use sluice_client::{
+    Client, ClientConfig, ConsumerConfig, Message, MessageId, ProducerConfig, SeekTo,
+};
+
+const PRODUCERS: usize = 8;
+const OUTSTANDING: usize = 300;
+const KILLS: usize = 20;
+/// Big enough that the producers' batches in flight per partition (8 × 300
+/// × 5 KB over 2 partitions, about 6 MB) span more of the log than the
+/// last few MiB: a broker that remembers producers only from the tail of
+/// its log forgets some of them at each restart.
+const VALUE_BYTES: usize = 5 * 1024;
+
+fn start_broker(data: &Path, listen: &str) -> (Child, String) {
+    let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let (child, addr, _lines) =
+        sluice_runtime::node::spawn_dev_process_on(exe, data, listen, &[]).unwrap();
+    (child, addr)
+}
+
+fn config(addr: &str, data: &Path) -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_millis(500),
+        ..ClientConfig::new(addr)
+            .ca_cert(data.join("tls/cert.pem"))
+            .client_id("kill-loop")
+    }
+}
+
+#[derive(Default)]
+struct Outcomes {
+    acked: HashSet<MessageId>,
+    failed: usize,
+}
+
+/// Keeps `OUTSTANDING` sends in flight on one producer until `stop`.
+async fn produce(config: ClientConfig, n: usize, stop: Arc<AtomicBool>, out: Arc<Mutex<Outcomes>>) {
+    let client = Client::connect(config).await.unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            // Long enough to ride out every restart: the retry is the path under test.
+            delivery_timeout: Duration::from_secs(120),
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+    let mut pending = FuturesUnordered::new();
+    let mut i = 0u64;
+    loop {
+        while !stop.load(Ordering::Relaxed) && pending.len() < OUTSTANDING {
+            let mut value = format!("p{n}-{i}-").into_bytes();
+            value.resize(VALUE_BYTES, b'.');
+            let msg = Message::new("t", value).key(format!("k{}", i % 16));
+            i += 1;
+            pending.push(producer.send_async(msg).await.unwrap());
+        }
+        match pending.next().await {
+            Some(Ok(d)) => {
+                out.lock().acked.insert(d.id);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "send failed");
+                out.lock().failed += 1;
+            }
+            None => break,
+        }
+    }
+    producer.flush().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_across_many_restarts_store_every_acked_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut broker, addr) = start_broker(&data, "127.0.0.1:0");
+    let client = Arc::new(Client::connect(config(&addr, &data)).await.unwrap());
+    client
+        .create_topic("t", 2, &[("durability", "sync")])
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|n| {
+            let config = config(&addr, &data);
+            tokio::spawn(produce(config, n, stop.clone(), outcomes.clone()))
+        })
+        .collect();
+
+    let mut rng_state = 0x9e37_79b9_u64;
+    for _ in 0..KILLS {
+        // Let the producers get well into their windows, at a varying point.
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let run = Duration::from_millis(250 + rng_state % 500);
+        tokio::time::sleep(run).await;
+        broker.kill().unwrap(); // SIGKILL
+        broker.wait().unwrap();
+        let (data, addr) = (data.clone(), addr.clone());
+        broker = tokio::task::spawn_blocking(move || start_broker(&data, &addr).0)
+            .await
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+
+    let mut consumer = client.consumer(ConsumerConfig {
+        max_wait: Duration::from_millis(200),
+        ..ConsumerConfig::default()
+    });
+    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
+    let mut copies: HashMap<MessageId, usize> = HashMap::new();
+    loop {
+        let batch = consumer.poll().await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            *copies.entry(m.id.unwrap()).or_default() += 1;
+        }
+    }
+    let (acked, failed) = {
+        let o = outcomes.lock();
+        (o.acked.clone(), o.failed)
+    };
+    let twice = copies.values().filter(|&&n| n > 1).count();
+    let lost = acked.iter().filter(|id| !copies.contains_key(id)).count();
+    eprintln!(
+        "{} acked, {} failed, {} stored, {twice} stored twice, {lost} lost",
+        acked.len(),
+        failed,
+        copies.len()
+    );
+    assert_eq!(lost, 0, "{lost} acknowledged message(s) lost");
+    assert_eq!(twice, 0, "{twice} message(s) stored more than once");
+    assert_eq!(failed, 0, "sends failed instead of retrying");
+    assert!(acked.len() > 5_000, "too little traffic to mean anything");
+    client.close().await;
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
