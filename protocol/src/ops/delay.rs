@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{Op, Payload, RequestPayload, error_code};
+use super::{Payload, error_code};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::error::ErrorCode;
 
@@ -251,11 +251,6 @@ impl Payload for ScheduleResponse {
     }
 }
 
-impl RequestPayload for ScheduleRequest {
-    const OP: Op = Op::Schedule;
-    type Response = ScheduleResponse;
-}
-
 // ---------------------------------------------------------------- cancel
 
 /// Cancels scheduled messages (a loop message stops looping).
@@ -353,11 +348,6 @@ impl Payload for CancelDelaysResponse {
     }
 }
 
-impl RequestPayload for CancelDelaysRequest {
-    const OP: Op = Op::CancelDelays;
-    type Response = CancelDelaysResponse;
-}
-
 // ---------------------------------------------------------------- list
 
 /// Pending scheduled messages per topic.
@@ -410,11 +400,6 @@ impl Payload for ListDelaysResponse {
             })?,
         })
     }
-}
-
-impl RequestPayload for ListDelaysRequest {
-    const OP: Op = Op::ListDelays;
-    type Response = ListDelaysResponse;
 }
 
 #[cfg(test)]

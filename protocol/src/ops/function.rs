@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::group::GroupSettings;
-use super::{OffsetSpec, Op, Payload, RequestPayload, config_pairs, write_config_pairs};
+use super::{OffsetSpec, Payload, config_pairs, write_config_pairs};
 use crate::codec::{DecodeError, Reader, Writer};
 
 // ---------------------------------------------------------------- manifest
@@ -481,11 +481,6 @@ impl Payload for DeployFunctionResponse {
     }
 }
 
-impl RequestPayload for DeployFunctionRequest {
-    const OP: Op = Op::DeployFunction;
-    type Response = DeployFunctionResponse;
-}
-
 // ---------------------------------------------------------------- list
 
 /// Lists the deployed functions.
@@ -549,11 +544,6 @@ impl Payload for ListFunctionsResponse {
             })?,
         })
     }
-}
-
-impl RequestPayload for ListFunctionsRequest {
-    const OP: Op = Op::ListFunctions;
-    type Response = ListFunctionsResponse;
 }
 
 // ---------------------------------------------------------------- describe
@@ -749,11 +739,6 @@ impl Payload for FunctionDescription {
     }
 }
 
-impl RequestPayload for DescribeFunctionRequest {
-    const OP: Op = Op::DescribeFunction;
-    type Response = FunctionDescription;
-}
-
 // ---------------------------------------------------------------- logs
 
 /// The level of a function's log line.
@@ -891,11 +876,6 @@ impl Payload for FunctionLogsResponse {
     }
 }
 
-impl RequestPayload for FunctionLogsRequest {
-    const OP: Op = Op::FunctionLogs;
-    type Response = FunctionLogsResponse;
-}
-
 // ---------------------------------------------------------------- delete, rollback
 
 /// Stops a function and forgets it: every version, its position and logs.
@@ -913,11 +893,6 @@ impl Payload for DeleteFunctionRequest {
             name: r.string("function name")?,
         })
     }
-}
-
-impl RequestPayload for DeleteFunctionRequest {
-    const OP: Op = Op::DeleteFunction;
-    type Response = super::Empty;
 }
 
 /// Makes a stored version the active one again (component and manifest).
@@ -942,15 +917,11 @@ impl Payload for RollbackFunctionRequest {
     }
 }
 
-impl RequestPayload for RollbackFunctionRequest {
-    const OP: Op = Op::RollbackFunction;
-    type Response = DeployFunctionResponse;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::group::GroupMode;
+    use crate::ops::{Op, RequestPayload};
 
     fn round_trip<P: Payload + PartialEq + std::fmt::Debug>(p: P) {
         let bytes = p.encode();

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use super::{OffsetSpec, Op, Payload, RequestPayload};
+use super::{OffsetSpec, Payload};
 use crate::codec::{DecodeError, Reader, Writer};
 
 /// Prefix of the topics the broker creates for groups; users cannot create
@@ -225,11 +225,6 @@ impl Payload for JoinGroupResponse {
     }
 }
 
-impl RequestPayload for JoinGroupRequest {
-    const OP: Op = Op::JoinGroup;
-    type Response = JoinGroupResponse;
-}
-
 /// Names a member of a group; the payload of heartbeat and leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
@@ -282,11 +277,6 @@ impl Payload for HeartbeatResponse {
     }
 }
 
-impl RequestPayload for HeartbeatRequest {
-    const OP: Op = Op::Heartbeat;
-    type Response = HeartbeatResponse;
-}
-
 /// Leaves a group at once: the member's unsettled messages go to others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaveGroupRequest(pub MemberRef);
@@ -298,11 +288,6 @@ impl Payload for LeaveGroupRequest {
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         MemberRef::read(r).map(LeaveGroupRequest)
     }
-}
-
-impl RequestPayload for LeaveGroupRequest {
-    const OP: Op = Op::LeaveGroup;
-    type Response = super::Empty;
 }
 
 // ---------------------------------------------------------------- delivery
@@ -405,11 +390,6 @@ impl Payload for PollGroupRequest {
     }
 }
 
-impl RequestPayload for PollGroupRequest {
-    const OP: Op = Op::PollGroup;
-    type Response = GroupBatch;
-}
-
 /// Push: opens a subscription on this stream. The broker answers with a
 /// `GroupBatch` frame (carrying this request's id) whenever it has messages
 /// and credit, until the stream closes, the member leaves, or an error
@@ -437,11 +417,6 @@ impl Payload for SubscribeRequest {
     }
 }
 
-impl RequestPayload for SubscribeRequest {
-    const OP: Op = Op::Subscribe;
-    type Response = GroupBatch;
-}
-
 /// Adds credit to a member's subscription. One-way: no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantCreditRequest {
@@ -460,11 +435,6 @@ impl Payload for GrantCreditRequest {
             messages: r.u32("credit")?,
         })
     }
-}
-
-impl RequestPayload for GrantCreditRequest {
-    const OP: Op = Op::GrantCredit;
-    type Response = super::Empty;
 }
 
 /// Offsets `first_offset .. first_offset + count` of one partition.
@@ -596,11 +566,6 @@ impl Payload for AckResponse {
             stale: r.u32("stale")?,
         })
     }
-}
-
-impl RequestPayload for AckRequest {
-    const OP: Op = Op::Ack;
-    type Response = AckResponse;
 }
 
 // ---------------------------------------------------------------- admin
@@ -741,11 +706,6 @@ impl Payload for DescribeGroupRequest {
     }
 }
 
-impl RequestPayload for DescribeGroupRequest {
-    const OP: Op = Op::DescribeGroup;
-    type Response = GroupDescription;
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListGroupsRequest;
 
@@ -797,11 +757,6 @@ impl Payload for ListGroupsResponse {
             })?,
         })
     }
-}
-
-impl RequestPayload for ListGroupsRequest {
-    const OP: Op = Op::ListGroups;
-    type Response = ListGroupsResponse;
 }
 
 /// Where to move a group's position.
@@ -885,11 +840,6 @@ impl Payload for ResetGroupResponse {
     }
 }
 
-impl RequestPayload for ResetGroupRequest {
-    const OP: Op = Op::ResetGroup;
-    type Response = ResetGroupResponse;
-}
-
 /// Sends up to `max` dead letters (0 = all) back to the group through its
 /// retry topic, with their attempts reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -929,11 +879,6 @@ impl Payload for RedriveResponse {
     }
 }
 
-impl RequestPayload for RedriveRequest {
-    const OP: Op = Op::Redrive;
-    type Response = RedriveResponse;
-}
-
 /// Forgets a group with no live members: its settings and positions. Its
 /// retry and dead-letter topics stay until deleted like any topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -946,11 +891,6 @@ impl Payload for DeleteGroupRequest {
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         GroupRef::read(r).map(DeleteGroupRequest)
     }
-}
-
-impl RequestPayload for DeleteGroupRequest {
-    const OP: Op = Op::DeleteGroup;
-    type Response = super::Empty;
 }
 
 #[cfg(test)]

@@ -50,77 +50,108 @@ pub const RESPONSE_BIT: u16 = 0x8000;
 /// The op of a response that fails a whole request.
 pub const ERROR_OP: u16 = 0xFFFF;
 
-/// Request ops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum Op {
-    Handshake = 0x0001,
-    CreateTopic = 0x0010,
-    DeleteTopic = 0x0011,
-    ListTopics = 0x0012,
-    DescribeTopic = 0x0013,
-    Produce = 0x0020,
-    Fetch = 0x0030,
-    ListOffsets = 0x0040,
-    Schedule = 0x0050,
-    CancelDelays = 0x0051,
-    ListDelays = 0x0052,
-    JoinGroup = 0x0060,
-    Heartbeat = 0x0061,
-    LeaveGroup = 0x0062,
-    PollGroup = 0x0063,
-    Subscribe = 0x0064,
-    GrantCredit = 0x0065,
-    Ack = 0x0066,
-    DescribeGroup = 0x0067,
-    ListGroups = 0x0068,
-    ResetGroup = 0x0069,
-    Redrive = 0x006A,
-    DeleteGroup = 0x006B,
-    DeployFunction = 0x0070,
-    ListFunctions = 0x0071,
-    DescribeFunction = 0x0072,
-    FunctionLogs = 0x0073,
-    DeleteFunction = 0x0074,
-    RollbackFunction = 0x0075,
+/// Declares the op table: one line per op, `code Name(Request) -> Response`.
+/// From it come [`Op`] (codes, [`Op::from_u16`], [`Op::name`], [`Op::ALL`]),
+/// [`Request`] (one variant per op, decoded by [`Request::decode`]) and each
+/// request type's [`RequestPayload`] impl, so adding an op is one line here,
+/// its payload types, and one arm in the broker's dispatch (which the
+/// compiler then demands). A code given twice does not compile (two equal
+/// discriminants); docs/protocol.md's table is checked against this one by
+/// `tests/op_table.rs`.
+macro_rules! op_table {
+    ($($(#[$doc:meta])* $code:literal $name:ident($request:ty) -> $response:ty;)*) => {
+        /// Request ops: the `u16` in a request frame's header.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Op {
+            $($(#[$doc])* $name = $code,)*
+        }
+
+        impl Op {
+            /// Every op, in table (code) order.
+            pub const ALL: &'static [Op] = &[$(Op::$name),*];
+
+            pub fn from_u16(op: u16) -> Option<Op> {
+                match op {
+                    $($code => Some(Op::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The op's name as docs/protocol.md spells it (`CreateTopic`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Op::$name => stringify!($name),)*
+                }
+            }
+        }
+
+        $(impl RequestPayload for $request {
+            const OP: Op = Op::$name;
+            type Response = $response;
+        })*
+
+        /// Any request, as the broker decodes it: one variant per op.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Request {
+            $($name($request),)*
+        }
+
+        impl Request {
+            /// Decodes a request frame's payload by its op.
+            pub fn decode(op: u16, payload: Bytes) -> Result<Request, DecodeError> {
+                match Op::from_u16(op).ok_or(DecodeError::UnknownOp(op))? {
+                    $(Op::$name => Ok(Request::$name(Payload::decode(payload)?)),)*
+                }
+            }
+
+            /// The op this request travels under.
+            pub fn op(&self) -> Op {
+                match self {
+                    $(Request::$name(_) => Op::$name,)*
+                }
+            }
+        }
+    };
+}
+
+op_table! {
+    /// Opens a connection: the first request on it.
+    0x0001 Handshake(HandshakeRequest) -> HandshakeResponse;
+    0x0010 CreateTopic(CreateTopicRequest) -> Empty;
+    0x0011 DeleteTopic(DeleteTopicRequest) -> Empty;
+    0x0012 ListTopics(ListTopicsRequest) -> ListTopicsResponse;
+    0x0013 DescribeTopic(DescribeTopicRequest) -> TopicDescription;
+    /// Appends record batches; with acks 0 there is no response.
+    0x0020 Produce(ProduceRequest) -> ProduceResponse;
+    0x0030 Fetch(FetchRequest) -> FetchResponse;
+    0x0040 ListOffsets(ListOffsetsRequest) -> ListOffsetsResponse;
+    0x0050 Schedule(ScheduleRequest) -> ScheduleResponse;
+    0x0051 CancelDelays(CancelDelaysRequest) -> CancelDelaysResponse;
+    0x0052 ListDelays(ListDelaysRequest) -> ListDelaysResponse;
+    0x0060 JoinGroup(JoinGroupRequest) -> JoinGroupResponse;
+    0x0061 Heartbeat(HeartbeatRequest) -> HeartbeatResponse;
+    0x0062 LeaveGroup(LeaveGroupRequest) -> Empty;
+    0x0063 PollGroup(PollGroupRequest) -> GroupBatch;
+    /// Opens a push subscription: many responses, one per pushed batch.
+    0x0064 Subscribe(SubscribeRequest) -> GroupBatch;
+    /// One-way: never answered (`Empty` is only its nominal response).
+    0x0065 GrantCredit(GrantCreditRequest) -> Empty;
+    0x0066 Ack(AckRequest) -> AckResponse;
+    0x0067 DescribeGroup(DescribeGroupRequest) -> GroupDescription;
+    0x0068 ListGroups(ListGroupsRequest) -> ListGroupsResponse;
+    0x0069 ResetGroup(ResetGroupRequest) -> ResetGroupResponse;
+    0x006A Redrive(RedriveRequest) -> RedriveResponse;
+    0x006B DeleteGroup(DeleteGroupRequest) -> Empty;
+    0x0070 DeployFunction(DeployFunctionRequest) -> DeployFunctionResponse;
+    0x0071 ListFunctions(ListFunctionsRequest) -> ListFunctionsResponse;
+    0x0072 DescribeFunction(DescribeFunctionRequest) -> FunctionDescription;
+    0x0073 FunctionLogs(FunctionLogsRequest) -> FunctionLogsResponse;
+    0x0074 DeleteFunction(DeleteFunctionRequest) -> Empty;
+    0x0075 RollbackFunction(RollbackFunctionRequest) -> DeployFunctionResponse;
 }
 
 impl Op {
-    pub fn from_u16(op: u16) -> Option<Op> {
-        Some(match op {
-            0x0001 => Op::Handshake,
-            0x0010 => Op::CreateTopic,
-            0x0011 => Op::DeleteTopic,
-            0x0012 => Op::ListTopics,
-            0x0013 => Op::DescribeTopic,
-            0x0020 => Op::Produce,
-            0x0030 => Op::Fetch,
-            0x0040 => Op::ListOffsets,
-            0x0050 => Op::Schedule,
-            0x0051 => Op::CancelDelays,
-            0x0052 => Op::ListDelays,
-            0x0060 => Op::JoinGroup,
-            0x0061 => Op::Heartbeat,
-            0x0062 => Op::LeaveGroup,
-            0x0063 => Op::PollGroup,
-            0x0064 => Op::Subscribe,
-            0x0065 => Op::GrantCredit,
-            0x0066 => Op::Ack,
-            0x0067 => Op::DescribeGroup,
-            0x0068 => Op::ListGroups,
-            0x0069 => Op::ResetGroup,
-            0x006A => Op::Redrive,
-            0x006B => Op::DeleteGroup,
-            0x0070 => Op::DeployFunction,
-            0x0071 => Op::ListFunctions,
-            0x0072 => Op::DescribeFunction,
-            0x0073 => Op::FunctionLogs,
-            0x0074 => Op::DeleteFunction,
-            0x0075 => Op::RollbackFunction,
-            _ => return None,
-        })
-    }
-
     pub fn response_op(self) -> u16 {
         self as u16 | RESPONSE_BIT
     }
@@ -278,11 +309,6 @@ impl Payload for HandshakeResponse {
     }
 }
 
-impl RequestPayload for HandshakeRequest {
-    const OP: Op = Op::Handshake;
-    type Response = HandshakeResponse;
-}
-
 // ---------------------------------------------------------------- topics
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,11 +333,6 @@ impl Payload for CreateTopicRequest {
     }
 }
 
-impl RequestPayload for CreateTopicRequest {
-    const OP: Op = Op::CreateTopic;
-    type Response = Empty;
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicRequest {
     pub name: String,
@@ -326,11 +347,6 @@ impl Payload for DeleteTopicRequest {
             name: r.string("topic")?,
         })
     }
-}
-
-impl RequestPayload for DeleteTopicRequest {
-    const OP: Op = Op::DeleteTopic;
-    type Response = Empty;
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -371,11 +387,6 @@ impl Payload for ListTopicsResponse {
             })?,
         })
     }
-}
-
-impl RequestPayload for ListTopicsRequest {
-    const OP: Op = Op::ListTopics;
-    type Response = ListTopicsResponse;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,11 +449,6 @@ impl Payload for TopicDescription {
             })?,
         })
     }
-}
-
-impl RequestPayload for DescribeTopicRequest {
-    const OP: Op = Op::DescribeTopic;
-    type Response = TopicDescription;
 }
 
 // ---------------------------------------------------------------- produce
@@ -557,11 +563,6 @@ impl Payload for ProduceResponse {
     }
 }
 
-impl RequestPayload for ProduceRequest {
-    const OP: Op = Op::Produce;
-    type Response = ProduceResponse;
-}
-
 // ---------------------------------------------------------------- fetch
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -659,11 +660,6 @@ impl Payload for FetchResponse {
             })?,
         })
     }
-}
-
-impl RequestPayload for FetchRequest {
-    const OP: Op = Op::Fetch;
-    type Response = FetchResponse;
 }
 
 // ---------------------------------------------------------------- list offsets
@@ -770,85 +766,6 @@ impl Payload for ListOffsetsResponse {
                     offset: r.u64("offset")?,
                 })
             })?,
-        })
-    }
-}
-
-impl RequestPayload for ListOffsetsRequest {
-    const OP: Op = Op::ListOffsets;
-    type Response = ListOffsetsResponse;
-}
-
-// ---------------------------------------------------------------- requests
-
-/// Any request, as the broker decodes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Handshake(HandshakeRequest),
-    CreateTopic(CreateTopicRequest),
-    DeleteTopic(DeleteTopicRequest),
-    ListTopics(ListTopicsRequest),
-    DescribeTopic(DescribeTopicRequest),
-    Produce(ProduceRequest),
-    Fetch(FetchRequest),
-    ListOffsets(ListOffsetsRequest),
-    Schedule(ScheduleRequest),
-    CancelDelays(CancelDelaysRequest),
-    ListDelays(ListDelaysRequest),
-    JoinGroup(JoinGroupRequest),
-    Heartbeat(HeartbeatRequest),
-    LeaveGroup(LeaveGroupRequest),
-    PollGroup(PollGroupRequest),
-    Subscribe(SubscribeRequest),
-    GrantCredit(GrantCreditRequest),
-    Ack(AckRequest),
-    DescribeGroup(DescribeGroupRequest),
-    ListGroups(ListGroupsRequest),
-    ResetGroup(ResetGroupRequest),
-    Redrive(RedriveRequest),
-    DeleteGroup(DeleteGroupRequest),
-    DeployFunction(DeployFunctionRequest),
-    ListFunctions(ListFunctionsRequest),
-    DescribeFunction(DescribeFunctionRequest),
-    FunctionLogs(FunctionLogsRequest),
-    DeleteFunction(DeleteFunctionRequest),
-    RollbackFunction(RollbackFunctionRequest),
-}
-
-impl Request {
-    /// Decodes a request frame's payload by its op.
-    pub fn decode(op: u16, payload: Bytes) -> Result<Request, DecodeError> {
-        let op = Op::from_u16(op).ok_or(DecodeError::UnknownOp(op))?;
-        Ok(match op {
-            Op::Handshake => Request::Handshake(Payload::decode(payload)?),
-            Op::CreateTopic => Request::CreateTopic(Payload::decode(payload)?),
-            Op::DeleteTopic => Request::DeleteTopic(Payload::decode(payload)?),
-            Op::ListTopics => Request::ListTopics(Payload::decode(payload)?),
-            Op::DescribeTopic => Request::DescribeTopic(Payload::decode(payload)?),
-            Op::Produce => Request::Produce(Payload::decode(payload)?),
-            Op::Fetch => Request::Fetch(Payload::decode(payload)?),
-            Op::ListOffsets => Request::ListOffsets(Payload::decode(payload)?),
-            Op::Schedule => Request::Schedule(Payload::decode(payload)?),
-            Op::CancelDelays => Request::CancelDelays(Payload::decode(payload)?),
-            Op::ListDelays => Request::ListDelays(Payload::decode(payload)?),
-            Op::JoinGroup => Request::JoinGroup(Payload::decode(payload)?),
-            Op::Heartbeat => Request::Heartbeat(Payload::decode(payload)?),
-            Op::LeaveGroup => Request::LeaveGroup(Payload::decode(payload)?),
-            Op::PollGroup => Request::PollGroup(Payload::decode(payload)?),
-            Op::Subscribe => Request::Subscribe(Payload::decode(payload)?),
-            Op::GrantCredit => Request::GrantCredit(Payload::decode(payload)?),
-            Op::Ack => Request::Ack(Payload::decode(payload)?),
-            Op::DescribeGroup => Request::DescribeGroup(Payload::decode(payload)?),
-            Op::ListGroups => Request::ListGroups(Payload::decode(payload)?),
-            Op::ResetGroup => Request::ResetGroup(Payload::decode(payload)?),
-            Op::Redrive => Request::Redrive(Payload::decode(payload)?),
-            Op::DeleteGroup => Request::DeleteGroup(Payload::decode(payload)?),
-            Op::DeployFunction => Request::DeployFunction(Payload::decode(payload)?),
-            Op::ListFunctions => Request::ListFunctions(Payload::decode(payload)?),
-            Op::DescribeFunction => Request::DescribeFunction(Payload::decode(payload)?),
-            Op::FunctionLogs => Request::FunctionLogs(Payload::decode(payload)?),
-            Op::DeleteFunction => Request::DeleteFunction(Payload::decode(payload)?),
-            Op::RollbackFunction => Request::RollbackFunction(Payload::decode(payload)?),
         })
     }
 }
