@@ -35,9 +35,10 @@ pub use group::{
 
 use bytes::Bytes;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, Reader, Wire, Writer};
 use crate::error::{ErrorCode, WireError};
 use crate::frame::Frame;
+use crate::wire_struct;
 
 /// The protocol version this build speaks (and the highest it accepts).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -157,7 +158,9 @@ impl Op {
     }
 }
 
-/// A payload that encodes to and decodes from the wire.
+/// A whole frame payload: every [`Wire`] type is one. `write`/`read` put
+/// or take the value inside a larger encoding; `encode`/`decode` are the
+/// whole payload (bytes left over are an error).
 pub trait Payload: Sized {
     fn write(&self, w: &mut Writer);
     fn read(r: &mut Reader) -> Result<Self, DecodeError>;
@@ -177,6 +180,15 @@ pub trait Payload: Sized {
     }
 }
 
+impl<T: Wire> Payload for T {
+    fn write(&self, w: &mut Writer) {
+        self.encode_to(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        T::decode_from(r, "payload")
+    }
+}
+
 /// A request payload and the op it travels under.
 pub trait RequestPayload: Payload {
     const OP: Op;
@@ -186,25 +198,6 @@ pub trait RequestPayload: Payload {
 /// An empty payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Empty;
-
-impl Payload for Empty {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(Empty)
-    }
-}
-
-impl Payload for WireError {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.code.to_u16()).string(&self.message);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(WireError {
-            code: ErrorCode::from_u16(r.u16("error code")?),
-            message: r.string("error message")?,
-        })
-    }
-}
 
 /// Decodes a response frame into the expected payload or the error it carries.
 pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError> {
@@ -224,23 +217,6 @@ pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError>
         ));
     }
     P::decode(frame.payload).map_err(malformed)
-}
-
-pub(crate) fn error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
-    Ok(ErrorCode::from_u16(r.u16("error code")?))
-}
-
-fn config_pairs(r: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {
-    r.array("config", 4, |r| {
-        Ok((r.string("config key")?, r.string("config value")?))
-    })
-}
-
-fn write_config_pairs(w: &mut Writer, pairs: &[(String, String)]) {
-    w.count(pairs.len());
-    for (k, v) in pairs {
-        w.string(k).string(v);
-    }
 }
 
 // ---------------------------------------------------------------- handshake
@@ -271,44 +247,6 @@ pub struct HandshakeResponse {
     pub max_message_bytes: u32,
 }
 
-impl Payload for HandshakeRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.version)
-            .string(&self.client_id)
-            .string(&self.token)
-            .bool(self.want_producer_id);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(HandshakeRequest {
-            version: r.u16("version")?,
-            client_id: r.string("client id")?,
-            token: r.string("token")?,
-            want_producer_id: r.bool("want producer id")?,
-        })
-    }
-}
-
-impl Payload for HandshakeResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.version)
-            .string(&self.server)
-            .i64(self.producer_id)
-            .i16(self.producer_epoch)
-            .u32(self.max_frame_bytes)
-            .u32(self.max_message_bytes);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(HandshakeResponse {
-            version: r.u16("version")?,
-            server: r.string("server")?,
-            producer_id: r.i64("producer id")?,
-            producer_epoch: r.i16("producer epoch")?,
-            max_frame_bytes: r.u32("max frame bytes")?,
-            max_message_bytes: r.u32("max message bytes")?,
-        })
-    }
-}
-
 // ---------------------------------------------------------------- topics
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,45 +257,13 @@ pub struct CreateTopicRequest {
     pub config: Vec<(String, String)>,
 }
 
-impl Payload for CreateTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name).u32(self.partitions);
-        write_config_pairs(w, &self.config);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(CreateTopicRequest {
-            name: r.string("topic")?,
-            partitions: r.u32("partitions")?,
-            config: config_pairs(r)?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicRequest {
     pub name: String,
 }
 
-impl Payload for DeleteTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DeleteTopicRequest {
-            name: r.string("topic")?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListTopicsRequest;
-
-impl Payload for ListTopicsRequest {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListTopicsRequest)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSummary {
@@ -370,39 +276,9 @@ pub struct ListTopicsResponse {
     pub topics: Vec<TopicSummary>,
 }
 
-impl Payload for ListTopicsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.topics.len());
-        for t in &self.topics {
-            w.string(&t.name).u32(t.partitions);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListTopicsResponse {
-            topics: r.array("topics", 6, |r| {
-                Ok(TopicSummary {
-                    name: r.string("topic")?,
-                    partitions: r.u32("partitions")?,
-                })
-            })?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeTopicRequest {
     pub name: String,
-}
-
-impl Payload for DescribeTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DescribeTopicRequest {
-            name: r.string("topic")?,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,36 +295,6 @@ pub struct TopicDescription {
     pub name: String,
     pub config: Vec<(String, String)>,
     pub partitions: Vec<PartitionDescription>,
-}
-
-impl Payload for TopicDescription {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-        write_config_pairs(w, &self.config);
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.u32(p.partition)
-                .u64(p.log_start_offset)
-                .u64(p.high_watermark)
-                .u64(p.size_bytes)
-                .u32(p.segments);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(TopicDescription {
-            name: r.string("topic")?,
-            config: config_pairs(r)?,
-            partitions: r.array("partitions", 32, |r| {
-                Ok(PartitionDescription {
-                    partition: r.u32("partition")?,
-                    log_start_offset: r.u64("log start offset")?,
-                    high_watermark: r.u64("high watermark")?,
-                    size_bytes: r.u64("size bytes")?,
-                    segments: r.u32("segments")?,
-                })
-            })?,
-        })
-    }
 }
 
 // ---------------------------------------------------------------- produce
@@ -476,41 +322,6 @@ pub struct ProduceRequest {
     pub entries: Vec<ProduceEntry>,
 }
 
-impl Payload for ProduceRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u8(match self.acks {
-            Acks::None => 0,
-            Acks::Durable => 1,
-        });
-        w.count(self.entries.len());
-        for e in &self.entries {
-            w.string(&e.topic).u32(e.partition).bytes(&e.batch);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        let acks = match r.u8("acks")? {
-            0 => Acks::None,
-            1 => Acks::Durable,
-            v => {
-                return Err(DecodeError::InvalidValue {
-                    what: "acks",
-                    value: v as i64,
-                });
-            }
-        };
-        Ok(ProduceRequest {
-            acks,
-            entries: r.array("entries", 10, |r| {
-                Ok(ProduceEntry {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    batch: r.bytes("batch")?,
-                })
-            })?,
-        })
-    }
-}
-
 /// The outcome of one produce entry, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResult {
@@ -529,38 +340,6 @@ pub struct ProduceResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResponse {
     pub results: Vec<ProduceResult>,
-}
-
-impl Payload for ProduceResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for p in &self.results {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u16(p.error.to_u16())
-                .string(&p.message)
-                .u64(p.base_offset)
-                .u64(p.last_offset)
-                .i64(p.log_append_time)
-                .bool(p.duplicate);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ProduceResponse {
-            results: r.array("results", 35, |r| {
-                Ok(ProduceResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    base_offset: r.u64("base offset")?,
-                    last_offset: r.u64("last offset")?,
-                    log_append_time: r.i64("log append time")?,
-                    duplicate: r.bool("duplicate")?,
-                })
-            })?,
-        })
-    }
 }
 
 // ---------------------------------------------------------------- fetch
@@ -584,36 +363,6 @@ pub struct FetchRequest {
     pub partitions: Vec<FetchPartition>,
 }
 
-impl Payload for FetchRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.max_wait_ms)
-            .u32(self.min_bytes)
-            .u32(self.max_bytes);
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u64(p.offset)
-                .u32(p.max_bytes);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FetchRequest {
-            max_wait_ms: r.u32("max wait")?,
-            min_bytes: r.u32("min bytes")?,
-            max_bytes: r.u32("max bytes")?,
-            partitions: r.array("partitions", 18, |r| {
-                Ok(FetchPartition {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                    max_bytes: r.u32("max bytes")?,
-                })
-            })?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResult {
     pub topic: String,
@@ -630,36 +379,6 @@ pub struct FetchResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
     pub partitions: Vec<FetchResult>,
-}
-
-impl Payload for FetchResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u16(p.error.to_u16())
-                .string(&p.message)
-                .u64(p.high_watermark)
-                .u64(p.log_start_offset)
-                .bytes(&p.records);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FetchResponse {
-            partitions: r.array("partitions", 30, |r| {
-                Ok(FetchResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    high_watermark: r.u64("high watermark")?,
-                    log_start_offset: r.u64("log start offset")?,
-                    records: r.bytes("records")?,
-                })
-            })?,
-        })
-    }
 }
 
 // ---------------------------------------------------------------- list offsets
@@ -709,26 +428,6 @@ pub struct ListOffsetsRequest {
     pub queries: Vec<OffsetQuery>,
 }
 
-impl Payload for ListOffsetsRequest {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.queries.len());
-        for q in &self.queries {
-            w.string(&q.topic).u32(q.partition).i64(q.spec.to_i64());
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListOffsetsRequest {
-            queries: r.array("queries", 14, |r| {
-                Ok(OffsetQuery {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    spec: OffsetSpec::from_i64(r.i64("offset spec")?)?,
-                })
-            })?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetResult {
     pub topic: String,
@@ -744,31 +443,139 @@ pub struct ListOffsetsResponse {
     pub results: Vec<OffsetResult>,
 }
 
-impl Payload for ListOffsetsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for o in &self.results {
-            w.string(&o.topic)
-                .u32(o.partition)
-                .u16(o.error.to_u16())
-                .string(&o.message)
-                .u64(o.offset);
-        }
+impl Wire for ErrorCode {
+    const MIN_LEN: usize = 2;
+    fn encode_to(&self, w: &mut Writer) {
+        w.u16(self.to_u16());
     }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListOffsetsResponse {
-            results: r.array("results", 18, |r| {
-                Ok(OffsetResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    offset: r.u64("offset")?,
-                })
-            })?,
-        })
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        Ok(ErrorCode::from_u16(r.u16(what)?))
     }
 }
+
+/// Acks travel as a `u8`: 0 none, 1 durable.
+impl Wire for Acks {
+    const MIN_LEN: usize = 1;
+    fn encode_to(&self, w: &mut Writer) {
+        w.u8(match self {
+            Acks::None => 0,
+            Acks::Durable => 1,
+        });
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        match r.u8(what)? {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Durable),
+            v => Err(DecodeError::InvalidValue {
+                what: "acks",
+                value: v as i64,
+            }),
+        }
+    }
+}
+
+/// An offset spec travels as its `i64` (see [`OffsetSpec::to_i64`]).
+impl Wire for OffsetSpec {
+    const MIN_LEN: usize = 8;
+    fn encode_to(&self, w: &mut Writer) {
+        w.i64(self.to_i64());
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        OffsetSpec::from_i64(r.i64(what)?)
+    }
+}
+
+wire_struct!(Empty);
+wire_struct!(WireError { code, message });
+wire_struct!(HandshakeRequest {
+    version,
+    client_id,
+    token,
+    want_producer_id
+});
+wire_struct!(HandshakeResponse {
+    version,
+    server,
+    producer_id,
+    producer_epoch,
+    max_frame_bytes,
+    max_message_bytes
+});
+wire_struct!(CreateTopicRequest {
+    name,
+    partitions,
+    config
+});
+wire_struct!(DeleteTopicRequest { name });
+wire_struct!(ListTopicsRequest);
+wire_struct!(TopicSummary { name, partitions });
+wire_struct!(ListTopicsResponse { topics });
+wire_struct!(DescribeTopicRequest { name });
+wire_struct!(PartitionDescription {
+    partition,
+    log_start_offset,
+    high_watermark,
+    size_bytes,
+    segments
+});
+wire_struct!(TopicDescription {
+    name,
+    config,
+    partitions
+});
+wire_struct!(ProduceEntry {
+    topic,
+    partition,
+    batch
+});
+wire_struct!(ProduceRequest { acks, entries });
+wire_struct!(ProduceResult {
+    topic,
+    partition,
+    error,
+    message,
+    base_offset,
+    last_offset,
+    log_append_time,
+    duplicate
+});
+wire_struct!(ProduceResponse { results });
+wire_struct!(FetchPartition {
+    topic,
+    partition,
+    offset,
+    max_bytes
+});
+wire_struct!(FetchRequest {
+    max_wait_ms,
+    min_bytes,
+    max_bytes,
+    partitions
+});
+wire_struct!(FetchResult {
+    topic,
+    partition,
+    error,
+    message,
+    high_watermark,
+    log_start_offset,
+    records
+});
+wire_struct!(FetchResponse { partitions });
+wire_struct!(OffsetQuery {
+    topic,
+    partition,
+    spec
+});
+wire_struct!(ListOffsetsRequest { queries });
+wire_struct!(OffsetResult {
+    topic,
+    partition,
+    error,
+    message,
+    offset
+});
+wire_struct!(ListOffsetsResponse { results });
 
 #[cfg(test)]
 mod tests {
