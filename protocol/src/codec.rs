@@ -8,6 +8,7 @@
 //! | `string` | `u16` byte length, then that many bytes of UTF-8 |
 //! | `bytes` | `u32` byte length, then the bytes |
 //! | `array<T>` | `u32` element count, then the elements |
+//! | `option<T>` | `bool`, then the value when true |
 //!
 //! Decoding never trusts a declared length: every read is checked against
 //! what is left, and array counts are bounded by the bytes remaining, so a

@@ -4,8 +4,15 @@
 //! [`ERROR_OP`] when the whole request failed (payload: `u16 code, string
 //! message`). Per-partition outcomes of produce, fetch and list-offsets are
 //! reported inside their responses, so one bad partition does not fail the
-//! rest. Field order below is wire order; see `codec` for the primitives
-//! and docs/protocol.md for the full specification.
+//! rest. A payload's wire order is the field order of its `wire_struct!`
+//! line (at the end of each file), not of its declaration; see `codec` for
+//! the primitives and docs/protocol.md for the full specification.
+//!
+//! Adding an op: its request and response types with their `wire_struct!`
+//! lines (hand-written `Wire` only for tagged layouts), one line in
+//! `op_table!` below, one arm in the broker's `dispatch` (the compiler
+//! asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
+//! checks them), and a sample in `tests/wire_fixtures.rs`.
 
 pub mod delay;
 pub mod function;
