@@ -8,6 +8,7 @@
 //! | `string` | `u16` byte length, then that many bytes of UTF-8 |
 //! | `bytes` | `u32` byte length, then the bytes |
 //! | `array<T>` | `u32` element count, then the elements |
+//! | `option<T>` | `bool`, then the value when true |
 //!
 //! Decoding never trusts a declared length: every read is checked against
 //! what is left, and array counts are bounded by the bytes remaining, so a
@@ -222,4 +223,188 @@ impl Writer {
     pub fn finish(self) -> Bytes {
         self.buf.freeze()
     }
+}
+
+/// A value with a wire encoding: the codec payload types are built from.
+///
+/// Primitives, strings, byte strings, arrays (`Vec<T>`), optional values
+/// (`Option<T>`: a `bool`, then the value when true) and pairs implement it
+/// here; plain structs derive it with [`wire_struct!`](crate::wire_struct),
+/// field by field in the order listed; enums and other layouts write it by
+/// hand. The methods are not named `encode`/`decode` so they never clash
+/// with [`Payload`](crate::ops::Payload)'s, which every `Wire` type also has.
+pub trait Wire: Sized {
+    /// The fewest bytes any value takes: bounds an array's declared count
+    /// by the bytes left before anything is allocated.
+    const MIN_LEN: usize;
+    fn encode_to(&self, w: &mut Writer);
+    /// Reads a value; `what` names the field in errors.
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError>;
+}
+
+/// `T::MIN_LEN` for the field a (never called) accessor names: lets
+/// [`wire_struct!`](crate::wire_struct) sum its fields' sizes from their names alone.
+pub const fn field_min_len<S, T: Wire>(_field: fn(&S) -> &T) -> usize {
+    T::MIN_LEN
+}
+
+macro_rules! wire_primitive {
+    ($($t:ty, $len:expr, $read:ident, $write:ident;)*) => {$(
+        impl Wire for $t {
+            const MIN_LEN: usize = $len;
+            fn encode_to(&self, w: &mut Writer) {
+                w.$write(*self);
+            }
+            fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+                r.$read(what)
+            }
+        }
+    )*};
+}
+
+wire_primitive! {
+    u8, 1, u8, u8;
+    bool, 1, bool, bool;
+    u16, 2, u16, u16;
+    i16, 2, i16, i16;
+    u32, 4, u32, u32;
+    u64, 8, u64, u64;
+    i64, 8, i64, i64;
+}
+
+impl Wire for String {
+    const MIN_LEN: usize = 2;
+    fn encode_to(&self, w: &mut Writer) {
+        w.string(self);
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        r.string(what)
+    }
+}
+
+impl Wire for Bytes {
+    const MIN_LEN: usize = 4;
+    fn encode_to(&self, w: &mut Writer) {
+        w.bytes(self);
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        r.bytes(what)
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    const MIN_LEN: usize = 4;
+    fn encode_to(&self, w: &mut Writer) {
+        w.count(self.len());
+        for v in self {
+            v.encode_to(w);
+        }
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        r.array(what, T::MIN_LEN, |r| T::decode_from(r, what))
+    }
+}
+
+impl<T: Wire> Wire for Option<T> {
+    const MIN_LEN: usize = 1;
+    fn encode_to(&self, w: &mut Writer) {
+        match self {
+            Some(v) => {
+                w.bool(true);
+                v.encode_to(w);
+            }
+            None => {
+                w.bool(false);
+            }
+        }
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        if r.bool(what)? {
+            T::decode_from(r, what).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl<A: Wire, B: Wire> Wire for (A, B) {
+    const MIN_LEN: usize = A::MIN_LEN + B::MIN_LEN;
+    fn encode_to(&self, w: &mut Writer) {
+        self.0.encode_to(w);
+        self.1.encode_to(w);
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        Ok((A::decode_from(r, what)?, B::decode_from(r, what)?))
+    }
+}
+
+/// Derives [`Wire`] for a plain struct: its fields in wire order
+/// (`Name { a, b, c }`), a newtype (`Name(Inner)`) or a unit struct
+/// (`Name`). The decoder builds the struct literal, so a field left out
+/// does not compile; field names serve as the `what` of decode errors.
+#[macro_export]
+macro_rules! wire_struct {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        impl $crate::codec::Wire for $name {
+            const MIN_LEN: usize = 0 $(+ $crate::codec::field_min_len(|s: &$name| &s.$field))*;
+            fn encode_to(&self, w: &mut $crate::codec::Writer) {
+                $($crate::codec::Wire::encode_to(&self.$field, w);)*
+            }
+            fn decode_from(
+                r: &mut $crate::codec::Reader,
+                _what: &'static str,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                // Struct literal fields are evaluated in the order written.
+                Ok($name {
+                    $($field: $crate::codec::Wire::decode_from(r, stringify!($field))?,)*
+                })
+            }
+        }
+    };
+    ($name:ident($inner:ty)) => {
+        impl $crate::codec::Wire for $name {
+            const MIN_LEN: usize = <$inner as $crate::codec::Wire>::MIN_LEN;
+            fn encode_to(&self, w: &mut $crate::codec::Writer) {
+                $crate::codec::Wire::encode_to(&self.0, w);
+            }
+            fn decode_from(
+                r: &mut $crate::codec::Reader,
+                what: &'static str,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                <$inner as $crate::codec::Wire>::decode_from(r, what).map($name)
+            }
+        }
+    };
+    ($name:ident) => {
+        impl $crate::codec::Wire for $name {
+            const MIN_LEN: usize = 0;
+            fn encode_to(&self, _: &mut $crate::codec::Writer) {}
+            fn decode_from(
+                _: &mut $crate::codec::Reader,
+                _: &'static str,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                Ok($name)
+            }
+        }
+    };
+}
+
+/// Derives [`Wire`] for an enum encoded as one `u8` through its own
+/// `to_u8`/`from_u8` (which name the field in their errors).
+#[macro_export]
+macro_rules! wire_u8_enum {
+    ($($name:ty),* $(,)?) => {$(
+        impl $crate::codec::Wire for $name {
+            const MIN_LEN: usize = 1;
+            fn encode_to(&self, w: &mut $crate::codec::Writer) {
+                w.u8(self.to_u8());
+            }
+            fn decode_from(
+                r: &mut $crate::codec::Reader,
+                what: &'static str,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                Self::from_u8(r.u8(what)?)
+            }
+        }
+    )*};
 }

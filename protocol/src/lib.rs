@@ -9,9 +9,12 @@
 //!   requests and responses on a stream, with a size limit checked before
 //!   any payload is buffered;
 //! - [`codec`]: the primitive encoding of control payloads (big-endian
-//!   integers, length-prefixed strings, bytes and arrays);
-//! - [`ops`]: the ops, their request and response payloads, and the protocol
-//!   version;
+//!   integers, length-prefixed strings, bytes and arrays) and the [`codec::Wire`]
+//!   trait payloads are built from, derived for plain structs by
+//!   [`wire_struct!`];
+//! - [`ops`]: the op table (from which the op codes, the request enum and
+//!   its decoding come), the request and response payloads, and the
+//!   protocol version;
 //! - [`error`]: wire error codes and which of them are worth a retry;
 //! - [`headers`]: the record headers that carry Sluice's message model
 //!   (message id, tags) beside user properties;

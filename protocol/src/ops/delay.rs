@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 
-use super::{Op, Payload, RequestPayload, error_code};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, Reader, Wire, Writer};
 use crate::error::ErrorCode;
+use crate::{wire_struct, wire_u8_enum};
 
 /// When a scheduled message is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,66 +87,58 @@ pub struct ScheduleResponse {
     pub results: Vec<ScheduleResult>,
 }
 
-fn write_when(w: &mut Writer, when: When) {
-    match when {
-        When::At(ms) => w.u8(0).i64(ms),
-        When::After(ms) => w.u8(1).u64(ms),
-    };
+/// `u8 kind`, then 0: `i64` due time; 1: `u64` delay.
+impl Wire for When {
+    const MIN_LEN: usize = 9;
+    fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            When::At(ms) => w.u8(0).i64(ms),
+            When::After(ms) => w.u8(1).u64(ms),
+        };
+    }
+    fn decode_from(r: &mut Reader, _: &'static str) -> Result<Self, DecodeError> {
+        match r.u8("when kind")? {
+            0 => Ok(When::At(r.i64("due time")?)),
+            1 => Ok(When::After(r.u64("delay")?)),
+            v => Err(DecodeError::InvalidValue {
+                what: "when kind",
+                value: v as i64,
+            }),
+        }
+    }
 }
 
-fn read_when(r: &mut Reader) -> Result<When, DecodeError> {
-    match r.u8("when kind")? {
-        0 => Ok(When::At(r.i64("due time")?)),
-        1 => Ok(When::After(r.u64("delay")?)),
-        v => Err(DecodeError::InvalidValue {
-            what: "when kind",
-            value: v as i64,
-        }),
+/// `u8 kind`, then for exponential: `u64 max_interval_ms`.
+impl Wire for LoopBackoff {
+    const MIN_LEN: usize = 1;
+    fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            LoopBackoff::Fixed => w.u8(0),
+            LoopBackoff::Exponential { max_interval_ms } => w.u8(1).u64(max_interval_ms),
+        };
+    }
+    fn decode_from(r: &mut Reader, _: &'static str) -> Result<Self, DecodeError> {
+        match r.u8("loop backoff")? {
+            0 => Ok(LoopBackoff::Fixed),
+            1 => Ok(LoopBackoff::Exponential {
+                max_interval_ms: r.u64("loop max interval")?,
+            }),
+            v => Err(DecodeError::InvalidValue {
+                what: "loop backoff",
+                value: v as i64,
+            }),
+        }
     }
 }
 
 /// Writes an optional loop spec (also the scheduler's storage encoding).
 pub fn write_loop(w: &mut Writer, spec: &Option<LoopSpec>) {
-    let Some(l) = spec else {
-        w.bool(false);
-        return;
-    };
-    w.bool(true)
-        .u64(l.interval_ms)
-        .u32(l.times)
-        .i64(l.expire_at_ms);
-    match l.backoff {
-        LoopBackoff::Fixed => w.u8(0),
-        LoopBackoff::Exponential { max_interval_ms } => w.u8(1).u64(max_interval_ms),
-    };
+    spec.encode_to(w);
 }
 
 /// Reads what [`write_loop`] wrote.
 pub fn read_loop(r: &mut Reader) -> Result<Option<LoopSpec>, DecodeError> {
-    if !r.bool("has loop")? {
-        return Ok(None);
-    }
-    let interval_ms = r.u64("loop interval")?;
-    let times = r.u32("loop times")?;
-    let expire_at_ms = r.i64("loop expiry")?;
-    let backoff = match r.u8("loop backoff")? {
-        0 => LoopBackoff::Fixed,
-        1 => LoopBackoff::Exponential {
-            max_interval_ms: r.u64("loop max interval")?,
-        },
-        v => {
-            return Err(DecodeError::InvalidValue {
-                what: "loop backoff",
-                value: v as i64,
-            });
-        }
-    };
-    Ok(Some(LoopSpec {
-        interval_ms,
-        times,
-        expire_at_ms,
-        backoff,
-    }))
+    Option::decode_from(r, "loop")
 }
 
 impl DelayedRecord {
@@ -163,31 +155,12 @@ impl DelayedRecord {
 
     /// Writes the record (also the scheduler's storage encoding of it).
     pub fn write(&self, w: &mut Writer) {
-        match &self.key {
-            Some(k) => w.bool(true).bytes(k),
-            None => w.bool(false),
-        };
-        w.bytes(&self.value).i64(self.timestamp);
-        w.count(self.headers.len());
-        for (k, v) in &self.headers {
-            w.string(k).bytes(v);
-        }
+        self.encode_to(w);
     }
 
+    /// Reads what [`DelayedRecord::write`] wrote.
     pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        let key = if r.bool("has key")? {
-            Some(r.bytes("key")?)
-        } else {
-            None
-        };
-        Ok(DelayedRecord {
-            key,
-            value: r.bytes("value")?,
-            timestamp: r.i64("timestamp")?,
-            headers: r.array("headers", 6, |r| {
-                Ok((r.string("header name")?, r.bytes("header value")?))
-            })?,
-        })
+        Self::decode_from(r, "record")
     }
 
     /// Bytes the record takes, roughly (for size limits).
@@ -200,60 +173,6 @@ impl DelayedRecord {
                 .map(|(k, v)| k.len() + v.len() + 8)
                 .sum::<usize>()
     }
-}
-
-impl Payload for ScheduleRequest {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.entries.len());
-        for e in &self.entries {
-            w.string(&e.topic).u32(e.partition);
-            write_when(w, e.when);
-            write_loop(w, &e.repeat);
-            e.record.write(w);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ScheduleRequest {
-            entries: r.array("schedule entries", 30, |r| {
-                Ok(ScheduleEntry {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    when: read_when(r)?,
-                    repeat: read_loop(r)?,
-                    record: DelayedRecord::read(r)?,
-                })
-            })?,
-        })
-    }
-}
-
-impl Payload for ScheduleResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for res in &self.results {
-            w.u16(res.error.to_u16())
-                .string(&res.message)
-                .u64(res.delay_id)
-                .i64(res.due_at_ms);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ScheduleResponse {
-            results: r.array("schedule results", 20, |r| {
-                Ok(ScheduleResult {
-                    error: error_code(r)?,
-                    message: r.string("error message")?,
-                    delay_id: r.u64("delay id")?,
-                    due_at_ms: r.i64("due time")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ScheduleRequest {
-    const OP: Op = Op::Schedule;
-    type Response = ScheduleResponse;
 }
 
 // ---------------------------------------------------------------- cancel
@@ -317,47 +236,6 @@ pub struct CancelDelaysResponse {
     pub results: Vec<CancelResult>,
 }
 
-impl Payload for CancelDelaysRequest {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.ids.len());
-        for id in &self.ids {
-            w.u64(*id);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(CancelDelaysRequest {
-            ids: r.array("delay ids", 8, |r| r.u64("delay id"))?,
-        })
-    }
-}
-
-impl Payload for CancelDelaysResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for res in &self.results {
-            w.u64(res.delay_id)
-                .u8(res.outcome.to_u8())
-                .string(&res.message);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(CancelDelaysResponse {
-            results: r.array("cancel results", 11, |r| {
-                Ok(CancelResult {
-                    delay_id: r.u64("delay id")?,
-                    outcome: CancelOutcome::from_u8(r.u8("cancel outcome")?)?,
-                    message: r.string("message")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for CancelDelaysRequest {
-    const OP: Op = Op::CancelDelays;
-    type Response = CancelDelaysResponse;
-}
-
 // ---------------------------------------------------------------- list
 
 /// Pending scheduled messages per topic.
@@ -381,45 +259,53 @@ pub struct ListDelaysResponse {
     pub topics: Vec<DelaySummary>,
 }
 
-impl Payload for ListDelaysRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.topic);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListDelaysRequest {
-            topic: r.string("topic")?,
-        })
-    }
-}
-
-impl Payload for ListDelaysResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.topics.len());
-        for t in &self.topics {
-            w.string(&t.topic).u64(t.pending).i64(t.next_due_ms);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListDelaysResponse {
-            topics: r.array("topics", 18, |r| {
-                Ok(DelaySummary {
-                    topic: r.string("topic")?,
-                    pending: r.u64("pending")?,
-                    next_due_ms: r.i64("next due")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ListDelaysRequest {
-    const OP: Op = Op::ListDelays;
-    type Response = ListDelaysResponse;
-}
+wire_u8_enum!(CancelOutcome);
+wire_struct!(LoopSpec {
+    interval_ms,
+    times,
+    expire_at_ms,
+    backoff
+});
+wire_struct!(DelayedRecord {
+    key,
+    value,
+    timestamp,
+    headers
+});
+wire_struct!(ScheduleEntry {
+    topic,
+    partition,
+    when,
+    repeat,
+    record
+});
+wire_struct!(ScheduleRequest { entries });
+wire_struct!(ScheduleResult {
+    error,
+    message,
+    delay_id,
+    due_at_ms
+});
+wire_struct!(ScheduleResponse { results });
+wire_struct!(CancelDelaysRequest { ids });
+wire_struct!(CancelResult {
+    delay_id,
+    outcome,
+    message
+});
+wire_struct!(CancelDelaysResponse { results });
+wire_struct!(ListDelaysRequest { topic });
+wire_struct!(DelaySummary {
+    topic,
+    pending,
+    next_due_ms
+});
+wire_struct!(ListDelaysResponse { topics });
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Payload;
 
     fn round_trip<P: Payload + std::fmt::Debug + PartialEq>(p: P) {
         let bytes = p.encode();

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::OffsetSpec;
 use super::group::GroupSettings;
-use super::{OffsetSpec, Op, Payload, RequestPayload, config_pairs, write_config_pairs};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, Reader, Wire, Writer};
+use crate::{wire_struct, wire_u8_enum};
 
 // ---------------------------------------------------------------- manifest
 
@@ -151,12 +152,15 @@ impl Attach {
             } => format!("handler on group {group} (topic {})", settings.topic),
         }
     }
+}
 
-    /// Encodes: `u8 tag`, then per tag —
-    /// 0: `string group`;
-    /// 1: `string input, array<string> outputs, i64 start`;
-    /// 2: `string group, GroupSettings, u32 concurrency`.
-    pub fn write(&self, w: &mut Writer) {
+/// Encodes: `u8 tag`, then per tag —
+/// 0: `string group`;
+/// 1: `string input, array<string> outputs, i64 start`;
+/// 2: `string group, GroupSettings, u32 concurrency`.
+impl Wire for Attach {
+    const MIN_LEN: usize = 3;
+    fn encode_to(&self, w: &mut Writer) {
         match self {
             Attach::Filter { group } => {
                 w.u8(0).string(group);
@@ -166,11 +170,9 @@ impl Attach {
                 outputs,
                 start,
             } => {
-                w.u8(1).string(input).count(outputs.len());
-                for o in outputs {
-                    w.string(o);
-                }
-                w.i64(start.to_i64());
+                w.u8(1).string(input);
+                outputs.encode_to(w);
+                start.encode_to(w);
             }
             Attach::Handler {
                 group,
@@ -178,26 +180,25 @@ impl Attach {
                 concurrency,
             } => {
                 w.u8(2).string(group);
-                settings.write(w);
+                settings.encode_to(w);
                 w.u32(*concurrency);
             }
         }
     }
 
-    /// Reads what [`Attach::write`] wrote.
-    pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+    fn decode_from(r: &mut Reader, _: &'static str) -> Result<Self, DecodeError> {
         match r.u8("attach kind")? {
             0 => Ok(Attach::Filter {
                 group: r.string("group")?,
             }),
             1 => Ok(Attach::Transform {
                 input: r.string("input topic")?,
-                outputs: r.array("output topics", 2, |r| r.string("output topic"))?,
-                start: OffsetSpec::from_i64(r.i64("start position")?)?,
+                outputs: Wire::decode_from(r, "output topics")?,
+                start: Wire::decode_from(r, "start position")?,
             }),
             2 => Ok(Attach::Handler {
                 group: r.string("group")?,
-                settings: GroupSettings::read(r)?,
+                settings: Wire::decode_from(r, "group settings")?,
                 concurrency: r.u32("concurrency")?,
             }),
             v => Err(DecodeError::InvalidValue {
@@ -224,29 +225,6 @@ pub struct FunctionLimitsSpec {
     /// Log lines per second the function may write before lines are dropped
     /// (and counted).
     pub log_lines_per_sec: u32,
-}
-
-impl FunctionLimitsSpec {
-    /// Encodes: `u32 timeout_ms, u64 memory_bytes, u64 fuel_per_call,
-    /// u32 max_batch_messages, u32 log_lines_per_sec`.
-    pub fn write(&self, w: &mut Writer) {
-        w.u32(self.timeout_ms)
-            .u64(self.memory_bytes)
-            .u64(self.fuel_per_call)
-            .u32(self.max_batch_messages)
-            .u32(self.log_lines_per_sec);
-    }
-
-    /// Reads what [`FunctionLimitsSpec::write`] wrote.
-    pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionLimitsSpec {
-            timeout_ms: r.u32("timeout")?,
-            memory_bytes: r.u64("memory bytes")?,
-            fuel_per_call: r.u64("fuel per call")?,
-            max_batch_messages: r.u32("max batch messages")?,
-            log_lines_per_sec: r.u32("log lines per second")?,
-        })
-    }
 }
 
 /// What a deploy says about the component beside its bytes.
@@ -403,31 +381,6 @@ fn duration_ms(d: Duration) -> u32 {
     u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
-/// Encodes: `string name, Attach, array<(string, string)> config,
-/// FunctionLimitsSpec, array<string> allowed_topics`. Also usable as the
-/// broker's storage encoding of a manifest.
-impl Payload for FunctionManifest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-        self.attach.write(w);
-        write_config_pairs(w, &self.config);
-        self.limits.write(w);
-        w.count(self.allowed_topics.len());
-        for t in &self.allowed_topics {
-            w.string(t);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionManifest {
-            name: r.string("function name")?,
-            attach: Attach::read(r)?,
-            config: config_pairs(r)?,
-            limits: FunctionLimitsSpec::read(r)?,
-            allowed_topics: r.array("allowed topics", 2, |r| r.string("allowed topic"))?,
-        })
-    }
-}
-
 // ---------------------------------------------------------------- deploy
 
 /// Deploys a component under `manifest.name`: a new function, or a new
@@ -442,19 +395,6 @@ pub struct DeployFunctionRequest {
     pub component: Bytes,
 }
 
-impl Payload for DeployFunctionRequest {
-    fn write(&self, w: &mut Writer) {
-        self.manifest.write(w);
-        w.bytes(&self.component);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DeployFunctionRequest {
-            manifest: FunctionManifest::read(r)?,
-            component: r.bytes("component")?,
-        })
-    }
-}
-
 /// The version a deploy or rollback made active.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployFunctionResponse {
@@ -466,38 +406,11 @@ pub struct DeployFunctionResponse {
     pub previous_version: u32,
 }
 
-impl Payload for DeployFunctionResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.version)
-            .string(&self.digest)
-            .u32(self.previous_version);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DeployFunctionResponse {
-            version: r.u32("version")?,
-            digest: r.string("digest")?,
-            previous_version: r.u32("previous version")?,
-        })
-    }
-}
-
-impl RequestPayload for DeployFunctionRequest {
-    const OP: Op = Op::DeployFunction;
-    type Response = DeployFunctionResponse;
-}
-
 // ---------------------------------------------------------------- list
 
 /// Lists the deployed functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListFunctionsRequest;
-
-impl Payload for ListFunctionsRequest {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListFunctionsRequest)
-    }
-}
 
 /// One function, as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,41 +434,6 @@ pub struct ListFunctionsResponse {
     pub functions: Vec<FunctionSummary>,
 }
 
-impl Payload for ListFunctionsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.functions.len());
-        for f in &self.functions {
-            w.string(&f.name)
-                .u8(f.kind.to_u8())
-                .string(&f.attach)
-                .u32(f.version)
-                .string(&f.status)
-                .u64(f.invocations)
-                .u64(f.errors);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListFunctionsResponse {
-            functions: r.array("functions", 27, |r| {
-                Ok(FunctionSummary {
-                    name: r.string("function name")?,
-                    kind: FunctionKind::from_u8(r.u8("function kind")?)?,
-                    attach: r.string("attach")?,
-                    version: r.u32("version")?,
-                    status: r.string("status")?,
-                    invocations: r.u64("invocations")?,
-                    errors: r.u64("errors")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ListFunctionsRequest {
-    const OP: Op = Op::ListFunctions;
-    type Response = ListFunctionsResponse;
-}
-
 // ---------------------------------------------------------------- describe
 
 /// Describes one function: its active manifest, versions, metrics and (for
@@ -563,17 +441,6 @@ impl RequestPayload for ListFunctionsRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeFunctionRequest {
     pub name: String,
-}
-
-impl Payload for DescribeFunctionRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DescribeFunctionRequest {
-            name: r.string("function name")?,
-        })
-    }
 }
 
 /// A stored version of a function.
@@ -616,48 +483,6 @@ impl FunctionMetrics {
     pub fn total_errors(&self) -> u64 {
         self.errors.iter().map(|(_, n)| n).sum()
     }
-
-    /// Encodes: `u64 invocations, u64 messages, array<(string kind, u64
-    /// count)> errors, u64 latency_p50_us, u64 latency_p99_us,
-    /// u64 latency_max_us, u64 fuel, u64 busy_us, u64 instances_created,
-    /// u64 instances_recycled, u64 log_lines, u64 log_dropped`.
-    pub fn write(&self, w: &mut Writer) {
-        w.u64(self.invocations)
-            .u64(self.messages)
-            .count(self.errors.len());
-        for (kind, n) in &self.errors {
-            w.string(kind).u64(*n);
-        }
-        w.u64(self.latency_p50_us)
-            .u64(self.latency_p99_us)
-            .u64(self.latency_max_us)
-            .u64(self.fuel)
-            .u64(self.busy_us)
-            .u64(self.instances_created)
-            .u64(self.instances_recycled)
-            .u64(self.log_lines)
-            .u64(self.log_dropped);
-    }
-
-    /// Reads what [`FunctionMetrics::write`] wrote.
-    pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionMetrics {
-            invocations: r.u64("invocations")?,
-            messages: r.u64("messages")?,
-            errors: r.array("errors", 10, |r| {
-                Ok((r.string("error kind")?, r.u64("error count")?))
-            })?,
-            latency_p50_us: r.u64("latency p50")?,
-            latency_p99_us: r.u64("latency p99")?,
-            latency_max_us: r.u64("latency max")?,
-            fuel: r.u64("fuel")?,
-            busy_us: r.u64("busy time")?,
-            instances_created: r.u64("instances created")?,
-            instances_recycled: r.u64("instances recycled")?,
-            log_lines: r.u64("log lines")?,
-            log_dropped: r.u64("log lines dropped")?,
-        })
-    }
 }
 
 /// Where a transform (its input) or handler (its group) is in one
@@ -698,60 +523,6 @@ impl FunctionDescription {
     pub fn total_lag(&self) -> u64 {
         self.positions.iter().map(FunctionPosition::lag).sum()
     }
-}
-
-impl Payload for FunctionDescription {
-    fn write(&self, w: &mut Writer) {
-        self.manifest.write(w);
-        w.u32(self.version)
-            .string(&self.digest)
-            .string(&self.status)
-            .count(self.versions.len());
-        for v in &self.versions {
-            w.u32(v.version)
-                .string(&v.digest)
-                .u64(v.size)
-                .i64(v.deployed_at_ms);
-        }
-        self.metrics.write(w);
-        w.count(self.positions.len());
-        for p in &self.positions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u64(p.position)
-                .u64(p.high_watermark);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionDescription {
-            manifest: FunctionManifest::read(r)?,
-            version: r.u32("version")?,
-            digest: r.string("digest")?,
-            status: r.string("status")?,
-            versions: r.array("versions", 22, |r| {
-                Ok(FunctionVersion {
-                    version: r.u32("version")?,
-                    digest: r.string("digest")?,
-                    size: r.u64("size")?,
-                    deployed_at_ms: r.i64("deployed at")?,
-                })
-            })?,
-            metrics: FunctionMetrics::read(r)?,
-            positions: r.array("positions", 22, |r| {
-                Ok(FunctionPosition {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    position: r.u64("position")?,
-                    high_watermark: r.u64("high watermark")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for DescribeFunctionRequest {
-    const OP: Op = Op::DescribeFunction;
-    type Response = FunctionDescription;
 }
 
 // ---------------------------------------------------------------- logs
@@ -821,19 +592,6 @@ pub struct FunctionLogsRequest {
     pub max_lines: u32,
 }
 
-impl Payload for FunctionLogsRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name).u64(self.after_seq).u32(self.max_lines);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionLogsRequest {
-            name: r.string("function name")?,
-            after_seq: r.u64("after sequence")?,
-            max_lines: r.u32("max lines")?,
-        })
-    }
-}
-
 /// One line a function logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionLogLine {
@@ -863,61 +621,12 @@ impl FunctionLogsResponse {
     }
 }
 
-impl Payload for FunctionLogsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.lines.len());
-        for l in &self.lines {
-            w.u64(l.seq)
-                .i64(l.at_ms)
-                .u8(l.level.to_u8())
-                .u32(l.version)
-                .string(&l.message);
-        }
-        w.u64(self.dropped);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FunctionLogsResponse {
-            lines: r.array("log lines", 23, |r| {
-                Ok(FunctionLogLine {
-                    seq: r.u64("sequence")?,
-                    at_ms: r.i64("logged at")?,
-                    level: LogLevel::from_u8(r.u8("log level")?)?,
-                    version: r.u32("version")?,
-                    message: r.string("log message")?,
-                })
-            })?,
-            dropped: r.u64("dropped")?,
-        })
-    }
-}
-
-impl RequestPayload for FunctionLogsRequest {
-    const OP: Op = Op::FunctionLogs;
-    type Response = FunctionLogsResponse;
-}
-
 // ---------------------------------------------------------------- delete, rollback
 
 /// Stops a function and forgets it: every version, its position and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteFunctionRequest {
     pub name: String,
-}
-
-impl Payload for DeleteFunctionRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DeleteFunctionRequest {
-            name: r.string("function name")?,
-        })
-    }
-}
-
-impl RequestPayload for DeleteFunctionRequest {
-    const OP: Op = Op::DeleteFunction;
-    type Response = super::Empty;
 }
 
 /// Makes a stored version the active one again (component and manifest).
@@ -930,27 +639,99 @@ pub struct RollbackFunctionRequest {
     pub to_version: u32,
 }
 
-impl Payload for RollbackFunctionRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name).u32(self.to_version);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(RollbackFunctionRequest {
-            name: r.string("function name")?,
-            to_version: r.u32("to version")?,
-        })
-    }
-}
-
-impl RequestPayload for RollbackFunctionRequest {
-    const OP: Op = Op::RollbackFunction;
-    type Response = DeployFunctionResponse;
-}
+wire_u8_enum!(FunctionKind, LogLevel);
+wire_struct!(FunctionLimitsSpec {
+    timeout_ms,
+    memory_bytes,
+    fuel_per_call,
+    max_batch_messages,
+    log_lines_per_sec
+});
+// Also the broker's storage encoding of a manifest.
+wire_struct!(FunctionManifest {
+    name,
+    attach,
+    config,
+    limits,
+    allowed_topics
+});
+wire_struct!(DeployFunctionRequest {
+    manifest,
+    component
+});
+wire_struct!(DeployFunctionResponse {
+    version,
+    digest,
+    previous_version
+});
+wire_struct!(ListFunctionsRequest);
+wire_struct!(FunctionSummary {
+    name,
+    kind,
+    attach,
+    version,
+    status,
+    invocations,
+    errors
+});
+wire_struct!(ListFunctionsResponse { functions });
+wire_struct!(DescribeFunctionRequest { name });
+wire_struct!(FunctionVersion {
+    version,
+    digest,
+    size,
+    deployed_at_ms
+});
+wire_struct!(FunctionMetrics {
+    invocations,
+    messages,
+    errors,
+    latency_p50_us,
+    latency_p99_us,
+    latency_max_us,
+    fuel,
+    busy_us,
+    instances_created,
+    instances_recycled,
+    log_lines,
+    log_dropped
+});
+wire_struct!(FunctionPosition {
+    topic,
+    partition,
+    position,
+    high_watermark
+});
+wire_struct!(FunctionDescription {
+    manifest,
+    version,
+    digest,
+    status,
+    versions,
+    metrics,
+    positions
+});
+wire_struct!(FunctionLogsRequest {
+    name,
+    after_seq,
+    max_lines
+});
+wire_struct!(FunctionLogLine {
+    seq,
+    at_ms,
+    level,
+    version,
+    message
+});
+wire_struct!(FunctionLogsResponse { lines, dropped });
+wire_struct!(DeleteFunctionRequest { name });
+wire_struct!(RollbackFunctionRequest { name, to_version });
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::group::GroupMode;
+    use crate::ops::{Op, Payload, RequestPayload};
 
     fn round_trip<P: Payload + PartialEq + std::fmt::Debug>(p: P) {
         let bytes = p.encode();

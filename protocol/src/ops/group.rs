@@ -12,8 +12,9 @@
 
 use bytes::Bytes;
 
-use super::{OffsetSpec, Op, Payload, RequestPayload};
-use crate::codec::{DecodeError, Reader, Writer};
+use super::OffsetSpec;
+use crate::codec::{DecodeError, Reader, Wire, Writer};
+use crate::{wire_struct, wire_u8_enum};
 
 /// Prefix of the topics the broker creates for groups; users cannot create
 /// topics under it.
@@ -113,32 +114,14 @@ impl Default for GroupSettings {
 }
 
 impl GroupSettings {
+    /// Writes the settings (also the groups' storage encoding of them).
     pub fn write(&self, w: &mut Writer) {
-        w.string(&self.topic)
-            .u8(self.mode.to_u8())
-            .bool(self.ordered)
-            .string(&self.tag_filter)
-            .i64(self.start.to_i64())
-            .u32(self.ack_timeout_ms)
-            .u16(self.max_attempts)
-            .count(self.retry_ladder_ms.len());
-        for d in &self.retry_ladder_ms {
-            w.u32(*d);
-        }
-        w.u32(self.max_in_flight);
+        self.encode_to(w);
     }
+
+    /// Reads what [`GroupSettings::write`] wrote.
     pub fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(GroupSettings {
-            topic: r.string("topic")?,
-            mode: GroupMode::from_u8(r.u8("group mode")?)?,
-            ordered: r.bool("ordered")?,
-            tag_filter: r.string("tag filter")?,
-            start: OffsetSpec::from_i64(r.i64("start position")?)?,
-            ack_timeout_ms: r.u32("ack timeout")?,
-            max_attempts: r.u16("max attempts")?,
-            retry_ladder_ms: r.array("retry ladder", 4, |r| r.u32("retry delay"))?,
-            max_in_flight: r.u32("max in flight")?,
-        })
+        Self::decode_from(r, "group settings")
     }
 }
 
@@ -147,22 +130,6 @@ impl GroupSettings {
 pub struct TopicPartition {
     pub topic: String,
     pub partition: u32,
-}
-
-fn write_partitions(w: &mut Writer, ps: &[TopicPartition]) {
-    w.count(ps.len());
-    for p in ps {
-        w.string(&p.topic).u32(p.partition);
-    }
-}
-
-fn read_partitions(r: &mut Reader) -> Result<Vec<TopicPartition>, DecodeError> {
-    r.array("partitions", 6, |r| {
-        Ok(TopicPartition {
-            topic: r.string("topic")?,
-            partition: r.u32("partition")?,
-        })
-    })
 }
 
 // ---------------------------------------------------------------- membership
@@ -189,64 +156,11 @@ pub struct JoinGroupResponse {
     pub assignment: Vec<TopicPartition>,
 }
 
-impl Payload for JoinGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group)
-            .string(&self.member_id)
-            .string(&self.instance_id)
-            .u32(self.session_timeout_ms);
-        self.settings.write(w);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(JoinGroupRequest {
-            group: r.string("group")?,
-            member_id: r.string("member id")?,
-            instance_id: r.string("instance id")?,
-            session_timeout_ms: r.u32("session timeout")?,
-            settings: GroupSettings::read(r)?,
-        })
-    }
-}
-
-impl Payload for JoinGroupResponse {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.member_id)
-            .u32(self.generation)
-            .u32(self.heartbeat_interval_ms);
-        write_partitions(w, &self.assignment);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(JoinGroupResponse {
-            member_id: r.string("member id")?,
-            generation: r.u32("generation")?,
-            heartbeat_interval_ms: r.u32("heartbeat interval")?,
-            assignment: read_partitions(r)?,
-        })
-    }
-}
-
-impl RequestPayload for JoinGroupRequest {
-    const OP: Op = Op::JoinGroup;
-    type Response = JoinGroupResponse;
-}
-
 /// Names a member of a group; the payload of heartbeat and leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
     pub group: String,
     pub member_id: String,
-}
-
-impl Payload for MemberRef {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group).string(&self.member_id);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(MemberRef {
-            group: r.string("group")?,
-            member_id: r.string("member id")?,
-        })
-    }
 }
 
 /// Keeps a member alive; answers with its current assignment. An unknown
@@ -260,50 +174,9 @@ pub struct HeartbeatResponse {
     pub assignment: Vec<TopicPartition>,
 }
 
-impl Payload for HeartbeatRequest {
-    fn write(&self, w: &mut Writer) {
-        self.0.write(w);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        MemberRef::read(r).map(HeartbeatRequest)
-    }
-}
-
-impl Payload for HeartbeatResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.generation);
-        write_partitions(w, &self.assignment);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(HeartbeatResponse {
-            generation: r.u32("generation")?,
-            assignment: read_partitions(r)?,
-        })
-    }
-}
-
-impl RequestPayload for HeartbeatRequest {
-    const OP: Op = Op::Heartbeat;
-    type Response = HeartbeatResponse;
-}
-
 /// Leaves a group at once: the member's unsettled messages go to others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaveGroupRequest(pub MemberRef);
-
-impl Payload for LeaveGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        self.0.write(w);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        MemberRef::read(r).map(LeaveGroupRequest)
-    }
-}
-
-impl RequestPayload for LeaveGroupRequest {
-    const OP: Op = Op::LeaveGroup;
-    type Response = super::Empty;
-}
 
 // ---------------------------------------------------------------- delivery
 
@@ -344,40 +217,6 @@ impl GroupBatch {
     }
 }
 
-impl Payload for GroupBatch {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.generation).count(self.deliveries.len());
-        for d in &self.deliveries {
-            w.string(&d.topic)
-                .u32(d.partition)
-                .bytes(&d.records)
-                .count(d.ranges.len());
-            for r in &d.ranges {
-                w.u64(r.first_offset).u32(r.count).u16(r.attempt);
-            }
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(GroupBatch {
-            generation: r.u32("generation")?,
-            deliveries: r.array("deliveries", 14, |r| {
-                Ok(GroupDelivery {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    records: r.bytes("records")?,
-                    ranges: r.array("ranges", 14, |r| {
-                        Ok(DeliveredRange {
-                            first_offset: r.u64("first offset")?,
-                            count: r.u32("count")?,
-                            attempt: r.u16("attempt")?,
-                        })
-                    })?,
-                })
-            })?,
-        })
-    }
-}
-
 /// Pull: up to `max_messages` from the member's partitions, waiting up to
 /// `max_wait_ms` for at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,28 +225,6 @@ pub struct PollGroupRequest {
     pub max_messages: u32,
     pub max_bytes: u32,
     pub max_wait_ms: u32,
-}
-
-impl Payload for PollGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        self.member.write(w);
-        w.u32(self.max_messages)
-            .u32(self.max_bytes)
-            .u32(self.max_wait_ms);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(PollGroupRequest {
-            member: MemberRef::read(r)?,
-            max_messages: r.u32("max messages")?,
-            max_bytes: r.u32("max bytes")?,
-            max_wait_ms: r.u32("max wait")?,
-        })
-    }
-}
-
-impl RequestPayload for PollGroupRequest {
-    const OP: Op = Op::PollGroup;
-    type Response = GroupBatch;
 }
 
 /// Push: opens a subscription on this stream. The broker answers with a
@@ -423,48 +240,11 @@ pub struct SubscribeRequest {
     pub max_bytes: u32,
 }
 
-impl Payload for SubscribeRequest {
-    fn write(&self, w: &mut Writer) {
-        self.member.write(w);
-        w.u32(self.credit).u32(self.max_bytes);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(SubscribeRequest {
-            member: MemberRef::read(r)?,
-            credit: r.u32("credit")?,
-            max_bytes: r.u32("max bytes")?,
-        })
-    }
-}
-
-impl RequestPayload for SubscribeRequest {
-    const OP: Op = Op::Subscribe;
-    type Response = GroupBatch;
-}
-
 /// Adds credit to a member's subscription. One-way: no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantCreditRequest {
     pub member: MemberRef,
     pub messages: u32,
-}
-
-impl Payload for GrantCreditRequest {
-    fn write(&self, w: &mut Writer) {
-        self.member.write(w);
-        w.u32(self.messages);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(GrantCreditRequest {
-            member: MemberRef::read(r)?,
-            messages: r.u32("credit")?,
-        })
-    }
-}
-
-impl RequestPayload for GrantCreditRequest {
-    const OP: Op = Op::GrantCredit;
-    type Response = super::Empty;
 }
 
 /// Offsets `first_offset .. first_offset + count` of one partition.
@@ -521,105 +301,12 @@ pub struct AckResponse {
     pub stale: u32,
 }
 
-impl Payload for AckRequest {
-    fn write(&self, w: &mut Writer) {
-        self.member.write(w);
-        w.count(self.acks.len());
-        for a in &self.acks {
-            w.string(&a.topic).u32(a.partition).count(a.ranges.len());
-            for r in &a.ranges {
-                w.u64(r.first_offset).u32(r.count);
-            }
-        }
-        w.count(self.nacks.len());
-        for n in &self.nacks {
-            w.string(&n.topic).u32(n.partition).u64(n.offset);
-            match n.action {
-                NackAction::Retry => w.u8(0).u32(0),
-                NackAction::RetryAfter(ms) => w.u8(1).u32(ms),
-                NackAction::DeadLetter => w.u8(2).u32(0),
-            };
-            w.string(&n.reason);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(AckRequest {
-            member: MemberRef::read(r)?,
-            acks: r.array("acks", 10, |r| {
-                Ok(PartitionAcks {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    ranges: r.array("ranges", 12, |r| {
-                        Ok(OffsetRange {
-                            first_offset: r.u64("first offset")?,
-                            count: r.u32("count")?,
-                        })
-                    })?,
-                })
-            })?,
-            nacks: r.array("nacks", 21, |r| {
-                let topic = r.string("topic")?;
-                let partition = r.u32("partition")?;
-                let offset = r.u64("offset")?;
-                let kind = r.u8("nack action")?;
-                let ms = r.u32("retry delay")?;
-                let action = match kind {
-                    0 => NackAction::Retry,
-                    1 => NackAction::RetryAfter(ms),
-                    2 => NackAction::DeadLetter,
-                    v => {
-                        return Err(DecodeError::InvalidValue {
-                            what: "nack action",
-                            value: v.into(),
-                        });
-                    }
-                };
-                Ok(Nack {
-                    topic,
-                    partition,
-                    offset,
-                    action,
-                    reason: r.string("reason")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl Payload for AckResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.settled).u32(self.stale);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(AckResponse {
-            settled: r.u32("settled")?,
-            stale: r.u32("stale")?,
-        })
-    }
-}
-
-impl RequestPayload for AckRequest {
-    const OP: Op = Op::Ack;
-    type Response = AckResponse;
-}
-
 // ---------------------------------------------------------------- admin
 
 /// Names a group; the payload of describe, delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRef {
     pub group: String,
-}
-
-impl Payload for GroupRef {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(GroupRef {
-            group: r.string("group")?,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -669,92 +356,11 @@ impl GroupDescription {
     }
 }
 
-impl Payload for GroupDescription {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group);
-        self.settings.write(w);
-        w.u32(self.generation).count(self.members.len());
-        for m in &self.members {
-            w.string(&m.member_id)
-                .string(&m.instance_id)
-                .string(&m.client_id);
-            write_partitions(w, &m.assignment);
-            w.u64(m.in_flight);
-        }
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .string(&p.instance_id)
-                .u64(p.committed)
-                .u64(p.high_watermark)
-                .u64(p.lag)
-                .u64(p.in_flight)
-                .string(&p.owner);
-        }
-        w.string(&self.retry_topic)
-            .string(&self.dead_letter_topic)
-            .u64(self.dead_letters);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(GroupDescription {
-            group: r.string("group")?,
-            settings: GroupSettings::read(r)?,
-            generation: r.u32("generation")?,
-            members: r.array("members", 18, |r| {
-                Ok(MemberDescription {
-                    member_id: r.string("member id")?,
-                    instance_id: r.string("instance id")?,
-                    client_id: r.string("client id")?,
-                    assignment: read_partitions(r)?,
-                    in_flight: r.u64("in flight")?,
-                })
-            })?,
-            partitions: r.array("partitions", 44, |r| {
-                Ok(PartitionLag {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    instance_id: r.string("instance id")?,
-                    committed: r.u64("committed")?,
-                    high_watermark: r.u64("high watermark")?,
-                    lag: r.u64("lag")?,
-                    in_flight: r.u64("in flight")?,
-                    owner: r.string("owner")?,
-                })
-            })?,
-            retry_topic: r.string("retry topic")?,
-            dead_letter_topic: r.string("dead-letter topic")?,
-            dead_letters: r.u64("dead letters")?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeGroupRequest(pub GroupRef);
 
-impl Payload for DescribeGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        self.0.write(w);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        GroupRef::read(r).map(DescribeGroupRequest)
-    }
-}
-
-impl RequestPayload for DescribeGroupRequest {
-    const OP: Op = Op::DescribeGroup;
-    type Response = GroupDescription;
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListGroupsRequest;
-
-impl Payload for ListGroupsRequest {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListGroupsRequest)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
@@ -769,39 +375,6 @@ pub struct GroupSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListGroupsResponse {
     pub groups: Vec<GroupSummary>,
-}
-
-impl Payload for ListGroupsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.groups.len());
-        for g in &self.groups {
-            w.string(&g.group)
-                .string(&g.topic)
-                .u8(g.mode.to_u8())
-                .u32(g.members)
-                .u64(g.lag)
-                .u64(g.dead_letters);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListGroupsResponse {
-            groups: r.array("groups", 25, |r| {
-                Ok(GroupSummary {
-                    group: r.string("group")?,
-                    topic: r.string("topic")?,
-                    mode: GroupMode::from_u8(r.u8("group mode")?)?,
-                    members: r.u32("members")?,
-                    lag: r.u64("lag")?,
-                    dead_letters: r.u64("dead letters")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ListGroupsRequest {
-    const OP: Op = Op::ListGroups;
-    type Response = ListGroupsResponse;
 }
 
 /// Where to move a group's position.
@@ -823,71 +396,10 @@ pub struct ResetGroupRequest {
     pub to: ResetTo,
 }
 
-impl Payload for ResetGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group).count(self.partitions.len());
-        for p in &self.partitions {
-            w.u32(*p);
-        }
-        match self.to {
-            ResetTo::Spec(s) => w.u8(0).i64(s.to_i64()),
-            ResetTo::Offset(o) => w.u8(1).i64(o as i64),
-        };
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        let group = r.string("group")?;
-        let partitions = r.array("partitions", 4, |r| r.u32("partition"))?;
-        let kind = r.u8("reset kind")?;
-        let value = r.i64("reset position")?;
-        let to = match kind {
-            0 => ResetTo::Spec(OffsetSpec::from_i64(value)?),
-            1 if value >= 0 => ResetTo::Offset(value as u64),
-            _ => {
-                return Err(DecodeError::InvalidValue {
-                    what: "reset position",
-                    value,
-                });
-            }
-        };
-        Ok(ResetGroupRequest {
-            group,
-            partitions,
-            to,
-        })
-    }
-}
-
 /// The new positions, per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetGroupResponse {
     pub positions: Vec<(TopicPartition, u64)>,
-}
-
-impl Payload for ResetGroupResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.positions.len());
-        for (tp, o) in &self.positions {
-            w.string(&tp.topic).u32(tp.partition).u64(*o);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ResetGroupResponse {
-            positions: r.array("positions", 14, |r| {
-                Ok((
-                    TopicPartition {
-                        topic: r.string("topic")?,
-                        partition: r.u32("partition")?,
-                    },
-                    r.u64("offset")?,
-                ))
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ResetGroupRequest {
-    const OP: Op = Op::ResetGroup;
-    type Response = ResetGroupResponse;
 }
 
 /// Sends up to `max` dead letters (0 = all) back to the group through its
@@ -905,57 +417,198 @@ pub struct RedriveResponse {
     pub remaining: u64,
 }
 
-impl Payload for RedriveRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.group).u32(self.max);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(RedriveRequest {
-            group: r.string("group")?,
-            max: r.u32("max")?,
-        })
-    }
-}
-
-impl Payload for RedriveResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u64(self.redriven).u64(self.remaining);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(RedriveResponse {
-            redriven: r.u64("redriven")?,
-            remaining: r.u64("remaining")?,
-        })
-    }
-}
-
-impl RequestPayload for RedriveRequest {
-    const OP: Op = Op::Redrive;
-    type Response = RedriveResponse;
-}
-
 /// Forgets a group with no live members: its settings and positions. Its
 /// retry and dead-letter topics stay until deleted like any topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteGroupRequest(pub GroupRef);
 
-impl Payload for DeleteGroupRequest {
-    fn write(&self, w: &mut Writer) {
-        self.0.write(w);
+/// `u8 kind` (0 retry, 1 retry after, 2 dead letter), then `u32` delay
+/// (0 unless retry-after).
+impl Wire for NackAction {
+    const MIN_LEN: usize = 5;
+    fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            NackAction::Retry => w.u8(0).u32(0),
+            NackAction::RetryAfter(ms) => w.u8(1).u32(ms),
+            NackAction::DeadLetter => w.u8(2).u32(0),
+        };
     }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        GroupRef::read(r).map(DeleteGroupRequest)
+    fn decode_from(r: &mut Reader, _: &'static str) -> Result<Self, DecodeError> {
+        let kind = r.u8("nack action")?;
+        let ms = r.u32("retry delay")?;
+        match kind {
+            0 => Ok(NackAction::Retry),
+            1 => Ok(NackAction::RetryAfter(ms)),
+            2 => Ok(NackAction::DeadLetter),
+            v => Err(DecodeError::InvalidValue {
+                what: "nack action",
+                value: v.into(),
+            }),
+        }
     }
 }
 
-impl RequestPayload for DeleteGroupRequest {
-    const OP: Op = Op::DeleteGroup;
-    type Response = super::Empty;
+/// `u8 kind` (0 offset spec, 1 exact offset), then `i64` position.
+impl Wire for ResetTo {
+    const MIN_LEN: usize = 9;
+    fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            ResetTo::Spec(s) => w.u8(0).i64(s.to_i64()),
+            ResetTo::Offset(o) => w.u8(1).i64(o as i64),
+        };
+    }
+    fn decode_from(r: &mut Reader, _: &'static str) -> Result<Self, DecodeError> {
+        let kind = r.u8("reset kind")?;
+        let value = r.i64("reset position")?;
+        match kind {
+            0 => Ok(ResetTo::Spec(OffsetSpec::from_i64(value)?)),
+            1 if value >= 0 => Ok(ResetTo::Offset(value as u64)),
+            _ => Err(DecodeError::InvalidValue {
+                what: "reset position",
+                value,
+            }),
+        }
+    }
 }
+
+wire_u8_enum!(GroupMode);
+wire_struct!(GroupSettings {
+    topic,
+    mode,
+    ordered,
+    tag_filter,
+    start,
+    ack_timeout_ms,
+    max_attempts,
+    retry_ladder_ms,
+    max_in_flight
+});
+wire_struct!(TopicPartition { topic, partition });
+wire_struct!(JoinGroupRequest {
+    group,
+    member_id,
+    instance_id,
+    session_timeout_ms,
+    settings
+});
+wire_struct!(JoinGroupResponse {
+    member_id,
+    generation,
+    heartbeat_interval_ms,
+    assignment
+});
+wire_struct!(MemberRef { group, member_id });
+wire_struct!(HeartbeatRequest(MemberRef));
+wire_struct!(HeartbeatResponse {
+    generation,
+    assignment
+});
+wire_struct!(LeaveGroupRequest(MemberRef));
+wire_struct!(DeliveredRange {
+    first_offset,
+    count,
+    attempt
+});
+wire_struct!(GroupDelivery {
+    topic,
+    partition,
+    records,
+    ranges
+});
+wire_struct!(GroupBatch {
+    generation,
+    deliveries
+});
+wire_struct!(PollGroupRequest {
+    member,
+    max_messages,
+    max_bytes,
+    max_wait_ms
+});
+wire_struct!(SubscribeRequest {
+    member,
+    credit,
+    max_bytes
+});
+wire_struct!(GrantCreditRequest { member, messages });
+wire_struct!(OffsetRange {
+    first_offset,
+    count
+});
+wire_struct!(PartitionAcks {
+    topic,
+    partition,
+    ranges
+});
+wire_struct!(Nack {
+    topic,
+    partition,
+    offset,
+    action,
+    reason
+});
+wire_struct!(AckRequest {
+    member,
+    acks,
+    nacks
+});
+wire_struct!(AckResponse { settled, stale });
+wire_struct!(GroupRef { group });
+wire_struct!(MemberDescription {
+    member_id,
+    instance_id,
+    client_id,
+    assignment,
+    in_flight
+});
+wire_struct!(PartitionLag {
+    topic,
+    partition,
+    instance_id,
+    committed,
+    high_watermark,
+    lag,
+    in_flight,
+    owner
+});
+wire_struct!(GroupDescription {
+    group,
+    settings,
+    generation,
+    members,
+    partitions,
+    retry_topic,
+    dead_letter_topic,
+    dead_letters
+});
+wire_struct!(DescribeGroupRequest(GroupRef));
+wire_struct!(ListGroupsRequest);
+wire_struct!(GroupSummary {
+    group,
+    topic,
+    mode,
+    members,
+    lag,
+    dead_letters
+});
+wire_struct!(ListGroupsResponse { groups });
+wire_struct!(ResetGroupRequest {
+    group,
+    partitions,
+    to
+});
+wire_struct!(ResetGroupResponse { positions });
+wire_struct!(RedriveRequest { group, max });
+wire_struct!(RedriveResponse {
+    redriven,
+    remaining
+});
+wire_struct!(DeleteGroupRequest(GroupRef));
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Payload;
 
     fn round_trip<P: Payload + PartialEq + std::fmt::Debug>(p: P) {
         assert_eq!(P::decode(p.encode()).unwrap(), p);

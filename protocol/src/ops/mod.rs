@@ -4,8 +4,15 @@
 //! [`ERROR_OP`] when the whole request failed (payload: `u16 code, string
 //! message`). Per-partition outcomes of produce, fetch and list-offsets are
 //! reported inside their responses, so one bad partition does not fail the
-//! rest. Field order below is wire order; see `codec` for the primitives
-//! and docs/protocol.md for the full specification.
+//! rest. A payload's wire order is the field order of its `wire_struct!`
+//! line (at the end of each file), not of its declaration; see `codec` for
+//! the primitives and docs/protocol.md for the full specification.
+//!
+//! Adding an op: its request and response types with their `wire_struct!`
+//! lines (hand-written `Wire` only for tagged layouts), one line in
+//! `op_table!` below, one arm in the broker's `dispatch` (the compiler
+//! asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
+//! checks them), and a sample in `tests/wire_fixtures.rs`.
 
 pub mod delay;
 pub mod function;
@@ -35,9 +42,10 @@ pub use group::{
 
 use bytes::Bytes;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, Reader, Wire, Writer};
 use crate::error::{ErrorCode, WireError};
 use crate::frame::Frame;
+use crate::wire_struct;
 
 /// The protocol version this build speaks (and the highest it accepts).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -50,83 +58,116 @@ pub const RESPONSE_BIT: u16 = 0x8000;
 /// The op of a response that fails a whole request.
 pub const ERROR_OP: u16 = 0xFFFF;
 
-/// Request ops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum Op {
-    Handshake = 0x0001,
-    CreateTopic = 0x0010,
-    DeleteTopic = 0x0011,
-    ListTopics = 0x0012,
-    DescribeTopic = 0x0013,
-    Produce = 0x0020,
-    Fetch = 0x0030,
-    ListOffsets = 0x0040,
-    Schedule = 0x0050,
-    CancelDelays = 0x0051,
-    ListDelays = 0x0052,
-    JoinGroup = 0x0060,
-    Heartbeat = 0x0061,
-    LeaveGroup = 0x0062,
-    PollGroup = 0x0063,
-    Subscribe = 0x0064,
-    GrantCredit = 0x0065,
-    Ack = 0x0066,
-    DescribeGroup = 0x0067,
-    ListGroups = 0x0068,
-    ResetGroup = 0x0069,
-    Redrive = 0x006A,
-    DeleteGroup = 0x006B,
-    DeployFunction = 0x0070,
-    ListFunctions = 0x0071,
-    DescribeFunction = 0x0072,
-    FunctionLogs = 0x0073,
-    DeleteFunction = 0x0074,
-    RollbackFunction = 0x0075,
+/// Declares the op table: one line per op, `code Name(Request) -> Response`.
+/// From it come [`Op`] (codes, [`Op::from_u16`], [`Op::name`], [`Op::ALL`]),
+/// [`Request`] (one variant per op, decoded by [`Request::decode`]) and each
+/// request type's [`RequestPayload`] impl, so adding an op is one line here,
+/// its payload types, and one arm in the broker's dispatch (which the
+/// compiler then demands). A code given twice does not compile (two equal
+/// discriminants); docs/protocol.md's table is checked against this one by
+/// `tests/op_table.rs`.
+macro_rules! op_table {
+    ($($(#[$doc:meta])* $code:literal $name:ident($request:ty) -> $response:ty;)*) => {
+        /// Request ops: the `u16` in a request frame's header.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Op {
+            $($(#[$doc])* $name = $code,)*
+        }
+
+        impl Op {
+            /// Every op, in table (code) order.
+            pub const ALL: &'static [Op] = &[$(Op::$name),*];
+
+            pub fn from_u16(op: u16) -> Option<Op> {
+                match op {
+                    $($code => Some(Op::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The op's name as docs/protocol.md spells it (`CreateTopic`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Op::$name => stringify!($name),)*
+                }
+            }
+        }
+
+        $(impl RequestPayload for $request {
+            const OP: Op = Op::$name;
+            type Response = $response;
+        })*
+
+        /// Any request, as the broker decodes it: one variant per op.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Request {
+            $($name($request),)*
+        }
+
+        impl Request {
+            /// Decodes a request frame's payload by its op.
+            pub fn decode(op: u16, payload: Bytes) -> Result<Request, DecodeError> {
+                match Op::from_u16(op).ok_or(DecodeError::UnknownOp(op))? {
+                    $(Op::$name => Ok(Request::$name(Payload::decode(payload)?)),)*
+                }
+            }
+
+            /// The op this request travels under.
+            pub fn op(&self) -> Op {
+                match self {
+                    $(Request::$name(_) => Op::$name,)*
+                }
+            }
+        }
+    };
+}
+
+op_table! {
+    /// Opens a connection: the first request on it.
+    0x0001 Handshake(HandshakeRequest) -> HandshakeResponse;
+    0x0010 CreateTopic(CreateTopicRequest) -> Empty;
+    0x0011 DeleteTopic(DeleteTopicRequest) -> Empty;
+    0x0012 ListTopics(ListTopicsRequest) -> ListTopicsResponse;
+    0x0013 DescribeTopic(DescribeTopicRequest) -> TopicDescription;
+    /// Appends record batches; with acks 0 there is no response.
+    0x0020 Produce(ProduceRequest) -> ProduceResponse;
+    0x0030 Fetch(FetchRequest) -> FetchResponse;
+    0x0040 ListOffsets(ListOffsetsRequest) -> ListOffsetsResponse;
+    0x0050 Schedule(ScheduleRequest) -> ScheduleResponse;
+    0x0051 CancelDelays(CancelDelaysRequest) -> CancelDelaysResponse;
+    0x0052 ListDelays(ListDelaysRequest) -> ListDelaysResponse;
+    0x0060 JoinGroup(JoinGroupRequest) -> JoinGroupResponse;
+    0x0061 Heartbeat(HeartbeatRequest) -> HeartbeatResponse;
+    0x0062 LeaveGroup(LeaveGroupRequest) -> Empty;
+    0x0063 PollGroup(PollGroupRequest) -> GroupBatch;
+    /// Opens a push subscription: many responses, one per pushed batch.
+    0x0064 Subscribe(SubscribeRequest) -> GroupBatch;
+    /// One-way: never answered (`Empty` is only its nominal response).
+    0x0065 GrantCredit(GrantCreditRequest) -> Empty;
+    0x0066 Ack(AckRequest) -> AckResponse;
+    0x0067 DescribeGroup(DescribeGroupRequest) -> GroupDescription;
+    0x0068 ListGroups(ListGroupsRequest) -> ListGroupsResponse;
+    0x0069 ResetGroup(ResetGroupRequest) -> ResetGroupResponse;
+    0x006A Redrive(RedriveRequest) -> RedriveResponse;
+    0x006B DeleteGroup(DeleteGroupRequest) -> Empty;
+    0x0070 DeployFunction(DeployFunctionRequest) -> DeployFunctionResponse;
+    0x0071 ListFunctions(ListFunctionsRequest) -> ListFunctionsResponse;
+    0x0072 DescribeFunction(DescribeFunctionRequest) -> FunctionDescription;
+    0x0073 FunctionLogs(FunctionLogsRequest) -> FunctionLogsResponse;
+    0x0074 DeleteFunction(DeleteFunctionRequest) -> Empty;
+    0x0075 RollbackFunction(RollbackFunctionRequest) -> DeployFunctionResponse;
 }
 
 impl Op {
-    pub fn from_u16(op: u16) -> Option<Op> {
-        Some(match op {
-            0x0001 => Op::Handshake,
-            0x0010 => Op::CreateTopic,
-            0x0011 => Op::DeleteTopic,
-            0x0012 => Op::ListTopics,
-            0x0013 => Op::DescribeTopic,
-            0x0020 => Op::Produce,
-            0x0030 => Op::Fetch,
-            0x0040 => Op::ListOffsets,
-            0x0050 => Op::Schedule,
-            0x0051 => Op::CancelDelays,
-            0x0052 => Op::ListDelays,
-            0x0060 => Op::JoinGroup,
-            0x0061 => Op::Heartbeat,
-            0x0062 => Op::LeaveGroup,
-            0x0063 => Op::PollGroup,
-            0x0064 => Op::Subscribe,
-            0x0065 => Op::GrantCredit,
-            0x0066 => Op::Ack,
-            0x0067 => Op::DescribeGroup,
-            0x0068 => Op::ListGroups,
-            0x0069 => Op::ResetGroup,
-            0x006A => Op::Redrive,
-            0x006B => Op::DeleteGroup,
-            0x0070 => Op::DeployFunction,
-            0x0071 => Op::ListFunctions,
-            0x0072 => Op::DescribeFunction,
-            0x0073 => Op::FunctionLogs,
-            0x0074 => Op::DeleteFunction,
-            0x0075 => Op::RollbackFunction,
-            _ => return None,
-        })
-    }
-
     pub fn response_op(self) -> u16 {
         self as u16 | RESPONSE_BIT
     }
 }
 
-/// A payload that encodes to and decodes from the wire.
+/// A whole frame payload: every [`Wire`] type is one. `write`/`read` put
+/// or take the value inside a larger encoding; `encode`/`decode` are the
+/// whole payload (bytes left over are an error).
 pub trait Payload: Sized {
     fn write(&self, w: &mut Writer);
     fn read(r: &mut Reader) -> Result<Self, DecodeError>;
@@ -146,6 +187,15 @@ pub trait Payload: Sized {
     }
 }
 
+impl<T: Wire> Payload for T {
+    fn write(&self, w: &mut Writer) {
+        self.encode_to(w);
+    }
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        T::decode_from(r, "payload")
+    }
+}
+
 /// A request payload and the op it travels under.
 pub trait RequestPayload: Payload {
     const OP: Op;
@@ -155,25 +205,6 @@ pub trait RequestPayload: Payload {
 /// An empty payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Empty;
-
-impl Payload for Empty {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(Empty)
-    }
-}
-
-impl Payload for WireError {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.code.to_u16()).string(&self.message);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(WireError {
-            code: ErrorCode::from_u16(r.u16("error code")?),
-            message: r.string("error message")?,
-        })
-    }
-}
 
 /// Decodes a response frame into the expected payload or the error it carries.
 pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError> {
@@ -193,23 +224,6 @@ pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError>
         ));
     }
     P::decode(frame.payload).map_err(malformed)
-}
-
-pub(crate) fn error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
-    Ok(ErrorCode::from_u16(r.u16("error code")?))
-}
-
-fn config_pairs(r: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {
-    r.array("config", 4, |r| {
-        Ok((r.string("config key")?, r.string("config value")?))
-    })
-}
-
-fn write_config_pairs(w: &mut Writer, pairs: &[(String, String)]) {
-    w.count(pairs.len());
-    for (k, v) in pairs {
-        w.string(k).string(v);
-    }
 }
 
 // ---------------------------------------------------------------- handshake
@@ -240,49 +254,6 @@ pub struct HandshakeResponse {
     pub max_message_bytes: u32,
 }
 
-impl Payload for HandshakeRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.version)
-            .string(&self.client_id)
-            .string(&self.token)
-            .bool(self.want_producer_id);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(HandshakeRequest {
-            version: r.u16("version")?,
-            client_id: r.string("client id")?,
-            token: r.string("token")?,
-            want_producer_id: r.bool("want producer id")?,
-        })
-    }
-}
-
-impl Payload for HandshakeResponse {
-    fn write(&self, w: &mut Writer) {
-        w.u16(self.version)
-            .string(&self.server)
-            .i64(self.producer_id)
-            .i16(self.producer_epoch)
-            .u32(self.max_frame_bytes)
-            .u32(self.max_message_bytes);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(HandshakeResponse {
-            version: r.u16("version")?,
-            server: r.string("server")?,
-            producer_id: r.i64("producer id")?,
-            producer_epoch: r.i16("producer epoch")?,
-            max_frame_bytes: r.u32("max frame bytes")?,
-            max_message_bytes: r.u32("max message bytes")?,
-        })
-    }
-}
-
-impl RequestPayload for HandshakeRequest {
-    const OP: Op = Op::Handshake;
-    type Response = HandshakeResponse;
-}
-
 // ---------------------------------------------------------------- topics
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,55 +264,13 @@ pub struct CreateTopicRequest {
     pub config: Vec<(String, String)>,
 }
 
-impl Payload for CreateTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name).u32(self.partitions);
-        write_config_pairs(w, &self.config);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(CreateTopicRequest {
-            name: r.string("topic")?,
-            partitions: r.u32("partitions")?,
-            config: config_pairs(r)?,
-        })
-    }
-}
-
-impl RequestPayload for CreateTopicRequest {
-    const OP: Op = Op::CreateTopic;
-    type Response = Empty;
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicRequest {
     pub name: String,
 }
 
-impl Payload for DeleteTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DeleteTopicRequest {
-            name: r.string("topic")?,
-        })
-    }
-}
-
-impl RequestPayload for DeleteTopicRequest {
-    const OP: Op = Op::DeleteTopic;
-    type Response = Empty;
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListTopicsRequest;
-
-impl Payload for ListTopicsRequest {
-    fn write(&self, _: &mut Writer) {}
-    fn read(_: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListTopicsRequest)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSummary {
@@ -354,44 +283,9 @@ pub struct ListTopicsResponse {
     pub topics: Vec<TopicSummary>,
 }
 
-impl Payload for ListTopicsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.topics.len());
-        for t in &self.topics {
-            w.string(&t.name).u32(t.partitions);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListTopicsResponse {
-            topics: r.array("topics", 6, |r| {
-                Ok(TopicSummary {
-                    name: r.string("topic")?,
-                    partitions: r.u32("partitions")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ListTopicsRequest {
-    const OP: Op = Op::ListTopics;
-    type Response = ListTopicsResponse;
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeTopicRequest {
     pub name: String,
-}
-
-impl Payload for DescribeTopicRequest {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(DescribeTopicRequest {
-            name: r.string("topic")?,
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,41 +302,6 @@ pub struct TopicDescription {
     pub name: String,
     pub config: Vec<(String, String)>,
     pub partitions: Vec<PartitionDescription>,
-}
-
-impl Payload for TopicDescription {
-    fn write(&self, w: &mut Writer) {
-        w.string(&self.name);
-        write_config_pairs(w, &self.config);
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.u32(p.partition)
-                .u64(p.log_start_offset)
-                .u64(p.high_watermark)
-                .u64(p.size_bytes)
-                .u32(p.segments);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(TopicDescription {
-            name: r.string("topic")?,
-            config: config_pairs(r)?,
-            partitions: r.array("partitions", 32, |r| {
-                Ok(PartitionDescription {
-                    partition: r.u32("partition")?,
-                    log_start_offset: r.u64("log start offset")?,
-                    high_watermark: r.u64("high watermark")?,
-                    size_bytes: r.u64("size bytes")?,
-                    segments: r.u32("segments")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for DescribeTopicRequest {
-    const OP: Op = Op::DescribeTopic;
-    type Response = TopicDescription;
 }
 
 // ---------------------------------------------------------------- produce
@@ -470,41 +329,6 @@ pub struct ProduceRequest {
     pub entries: Vec<ProduceEntry>,
 }
 
-impl Payload for ProduceRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u8(match self.acks {
-            Acks::None => 0,
-            Acks::Durable => 1,
-        });
-        w.count(self.entries.len());
-        for e in &self.entries {
-            w.string(&e.topic).u32(e.partition).bytes(&e.batch);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        let acks = match r.u8("acks")? {
-            0 => Acks::None,
-            1 => Acks::Durable,
-            v => {
-                return Err(DecodeError::InvalidValue {
-                    what: "acks",
-                    value: v as i64,
-                });
-            }
-        };
-        Ok(ProduceRequest {
-            acks,
-            entries: r.array("entries", 10, |r| {
-                Ok(ProduceEntry {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    batch: r.bytes("batch")?,
-                })
-            })?,
-        })
-    }
-}
-
 /// The outcome of one produce entry, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResult {
@@ -523,43 +347,6 @@ pub struct ProduceResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResponse {
     pub results: Vec<ProduceResult>,
-}
-
-impl Payload for ProduceResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for p in &self.results {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u16(p.error.to_u16())
-                .string(&p.message)
-                .u64(p.base_offset)
-                .u64(p.last_offset)
-                .i64(p.log_append_time)
-                .bool(p.duplicate);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ProduceResponse {
-            results: r.array("results", 35, |r| {
-                Ok(ProduceResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    base_offset: r.u64("base offset")?,
-                    last_offset: r.u64("last offset")?,
-                    log_append_time: r.i64("log append time")?,
-                    duplicate: r.bool("duplicate")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for ProduceRequest {
-    const OP: Op = Op::Produce;
-    type Response = ProduceResponse;
 }
 
 // ---------------------------------------------------------------- fetch
@@ -583,36 +370,6 @@ pub struct FetchRequest {
     pub partitions: Vec<FetchPartition>,
 }
 
-impl Payload for FetchRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u32(self.max_wait_ms)
-            .u32(self.min_bytes)
-            .u32(self.max_bytes);
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u64(p.offset)
-                .u32(p.max_bytes);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FetchRequest {
-            max_wait_ms: r.u32("max wait")?,
-            min_bytes: r.u32("min bytes")?,
-            max_bytes: r.u32("max bytes")?,
-            partitions: r.array("partitions", 18, |r| {
-                Ok(FetchPartition {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                    max_bytes: r.u32("max bytes")?,
-                })
-            })?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResult {
     pub topic: String,
@@ -629,41 +386,6 @@ pub struct FetchResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
     pub partitions: Vec<FetchResult>,
-}
-
-impl Payload for FetchResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.partitions.len());
-        for p in &self.partitions {
-            w.string(&p.topic)
-                .u32(p.partition)
-                .u16(p.error.to_u16())
-                .string(&p.message)
-                .u64(p.high_watermark)
-                .u64(p.log_start_offset)
-                .bytes(&p.records);
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(FetchResponse {
-            partitions: r.array("partitions", 30, |r| {
-                Ok(FetchResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    high_watermark: r.u64("high watermark")?,
-                    log_start_offset: r.u64("log start offset")?,
-                    records: r.bytes("records")?,
-                })
-            })?,
-        })
-    }
-}
-
-impl RequestPayload for FetchRequest {
-    const OP: Op = Op::Fetch;
-    type Response = FetchResponse;
 }
 
 // ---------------------------------------------------------------- list offsets
@@ -713,26 +435,6 @@ pub struct ListOffsetsRequest {
     pub queries: Vec<OffsetQuery>,
 }
 
-impl Payload for ListOffsetsRequest {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.queries.len());
-        for q in &self.queries {
-            w.string(&q.topic).u32(q.partition).i64(q.spec.to_i64());
-        }
-    }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListOffsetsRequest {
-            queries: r.array("queries", 14, |r| {
-                Ok(OffsetQuery {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    spec: OffsetSpec::from_i64(r.i64("offset spec")?)?,
-                })
-            })?,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetResult {
     pub topic: String,
@@ -748,110 +450,139 @@ pub struct ListOffsetsResponse {
     pub results: Vec<OffsetResult>,
 }
 
-impl Payload for ListOffsetsResponse {
-    fn write(&self, w: &mut Writer) {
-        w.count(self.results.len());
-        for o in &self.results {
-            w.string(&o.topic)
-                .u32(o.partition)
-                .u16(o.error.to_u16())
-                .string(&o.message)
-                .u64(o.offset);
+impl Wire for ErrorCode {
+    const MIN_LEN: usize = 2;
+    fn encode_to(&self, w: &mut Writer) {
+        w.u16(self.to_u16());
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        Ok(ErrorCode::from_u16(r.u16(what)?))
+    }
+}
+
+/// Acks travel as a `u8`: 0 none, 1 durable.
+impl Wire for Acks {
+    const MIN_LEN: usize = 1;
+    fn encode_to(&self, w: &mut Writer) {
+        w.u8(match self {
+            Acks::None => 0,
+            Acks::Durable => 1,
+        });
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        match r.u8(what)? {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Durable),
+            v => Err(DecodeError::InvalidValue {
+                what: "acks",
+                value: v as i64,
+            }),
         }
     }
-    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(ListOffsetsResponse {
-            results: r.array("results", 18, |r| {
-                Ok(OffsetResult {
-                    topic: r.string("topic")?,
-                    partition: r.u32("partition")?,
-                    error: error_code(r)?,
-                    message: r.string("message")?,
-                    offset: r.u64("offset")?,
-                })
-            })?,
-        })
+}
+
+/// An offset spec travels as its `i64` (see [`OffsetSpec::to_i64`]).
+impl Wire for OffsetSpec {
+    const MIN_LEN: usize = 8;
+    fn encode_to(&self, w: &mut Writer) {
+        w.i64(self.to_i64());
+    }
+    fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError> {
+        OffsetSpec::from_i64(r.i64(what)?)
     }
 }
 
-impl RequestPayload for ListOffsetsRequest {
-    const OP: Op = Op::ListOffsets;
-    type Response = ListOffsetsResponse;
-}
-
-// ---------------------------------------------------------------- requests
-
-/// Any request, as the broker decodes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Handshake(HandshakeRequest),
-    CreateTopic(CreateTopicRequest),
-    DeleteTopic(DeleteTopicRequest),
-    ListTopics(ListTopicsRequest),
-    DescribeTopic(DescribeTopicRequest),
-    Produce(ProduceRequest),
-    Fetch(FetchRequest),
-    ListOffsets(ListOffsetsRequest),
-    Schedule(ScheduleRequest),
-    CancelDelays(CancelDelaysRequest),
-    ListDelays(ListDelaysRequest),
-    JoinGroup(JoinGroupRequest),
-    Heartbeat(HeartbeatRequest),
-    LeaveGroup(LeaveGroupRequest),
-    PollGroup(PollGroupRequest),
-    Subscribe(SubscribeRequest),
-    GrantCredit(GrantCreditRequest),
-    Ack(AckRequest),
-    DescribeGroup(DescribeGroupRequest),
-    ListGroups(ListGroupsRequest),
-    ResetGroup(ResetGroupRequest),
-    Redrive(RedriveRequest),
-    DeleteGroup(DeleteGroupRequest),
-    DeployFunction(DeployFunctionRequest),
-    ListFunctions(ListFunctionsRequest),
-    DescribeFunction(DescribeFunctionRequest),
-    FunctionLogs(FunctionLogsRequest),
-    DeleteFunction(DeleteFunctionRequest),
-    RollbackFunction(RollbackFunctionRequest),
-}
-
-impl Request {
-    /// Decodes a request frame's payload by its op.
-    pub fn decode(op: u16, payload: Bytes) -> Result<Request, DecodeError> {
-        let op = Op::from_u16(op).ok_or(DecodeError::UnknownOp(op))?;
-        Ok(match op {
-            Op::Handshake => Request::Handshake(Payload::decode(payload)?),
-            Op::CreateTopic => Request::CreateTopic(Payload::decode(payload)?),
-            Op::DeleteTopic => Request::DeleteTopic(Payload::decode(payload)?),
-            Op::ListTopics => Request::ListTopics(Payload::decode(payload)?),
-            Op::DescribeTopic => Request::DescribeTopic(Payload::decode(payload)?),
-            Op::Produce => Request::Produce(Payload::decode(payload)?),
-            Op::Fetch => Request::Fetch(Payload::decode(payload)?),
-            Op::ListOffsets => Request::ListOffsets(Payload::decode(payload)?),
-            Op::Schedule => Request::Schedule(Payload::decode(payload)?),
-            Op::CancelDelays => Request::CancelDelays(Payload::decode(payload)?),
-            Op::ListDelays => Request::ListDelays(Payload::decode(payload)?),
-            Op::JoinGroup => Request::JoinGroup(Payload::decode(payload)?),
-            Op::Heartbeat => Request::Heartbeat(Payload::decode(payload)?),
-            Op::LeaveGroup => Request::LeaveGroup(Payload::decode(payload)?),
-            Op::PollGroup => Request::PollGroup(Payload::decode(payload)?),
-            Op::Subscribe => Request::Subscribe(Payload::decode(payload)?),
-            Op::GrantCredit => Request::GrantCredit(Payload::decode(payload)?),
-            Op::Ack => Request::Ack(Payload::decode(payload)?),
-            Op::DescribeGroup => Request::DescribeGroup(Payload::decode(payload)?),
-            Op::ListGroups => Request::ListGroups(Payload::decode(payload)?),
-            Op::ResetGroup => Request::ResetGroup(Payload::decode(payload)?),
-            Op::Redrive => Request::Redrive(Payload::decode(payload)?),
-            Op::DeleteGroup => Request::DeleteGroup(Payload::decode(payload)?),
-            Op::DeployFunction => Request::DeployFunction(Payload::decode(payload)?),
-            Op::ListFunctions => Request::ListFunctions(Payload::decode(payload)?),
-            Op::DescribeFunction => Request::DescribeFunction(Payload::decode(payload)?),
-            Op::FunctionLogs => Request::FunctionLogs(Payload::decode(payload)?),
-            Op::DeleteFunction => Request::DeleteFunction(Payload::decode(payload)?),
-            Op::RollbackFunction => Request::RollbackFunction(Payload::decode(payload)?),
-        })
-    }
-}
+wire_struct!(Empty);
+wire_struct!(WireError { code, message });
+wire_struct!(HandshakeRequest {
+    version,
+    client_id,
+    token,
+    want_producer_id
+});
+wire_struct!(HandshakeResponse {
+    version,
+    server,
+    producer_id,
+    producer_epoch,
+    max_frame_bytes,
+    max_message_bytes
+});
+wire_struct!(CreateTopicRequest {
+    name,
+    partitions,
+    config
+});
+wire_struct!(DeleteTopicRequest { name });
+wire_struct!(ListTopicsRequest);
+wire_struct!(TopicSummary { name, partitions });
+wire_struct!(ListTopicsResponse { topics });
+wire_struct!(DescribeTopicRequest { name });
+wire_struct!(PartitionDescription {
+    partition,
+    log_start_offset,
+    high_watermark,
+    size_bytes,
+    segments
+});
+wire_struct!(TopicDescription {
+    name,
+    config,
+    partitions
+});
+wire_struct!(ProduceEntry {
+    topic,
+    partition,
+    batch
+});
+wire_struct!(ProduceRequest { acks, entries });
+wire_struct!(ProduceResult {
+    topic,
+    partition,
+    error,
+    message,
+    base_offset,
+    last_offset,
+    log_append_time,
+    duplicate
+});
+wire_struct!(ProduceResponse { results });
+wire_struct!(FetchPartition {
+    topic,
+    partition,
+    offset,
+    max_bytes
+});
+wire_struct!(FetchRequest {
+    max_wait_ms,
+    min_bytes,
+    max_bytes,
+    partitions
+});
+wire_struct!(FetchResult {
+    topic,
+    partition,
+    error,
+    message,
+    high_watermark,
+    log_start_offset,
+    records
+});
+wire_struct!(FetchResponse { partitions });
+wire_struct!(OffsetQuery {
+    topic,
+    partition,
+    spec
+});
+wire_struct!(ListOffsetsRequest { queries });
+wire_struct!(OffsetResult {
+    topic,
+    partition,
+    error,
+    message,
+    offset
+});
+wire_struct!(ListOffsetsResponse { results });
 
 #[cfg(test)]
 mod tests {

@@ -2,12 +2,17 @@
 //!
 //! This is the layer between the network shell (`net`) and storage
 //! (`store`, `log`): it knows ops and payloads, sessions and limits, not
-//! sockets. A produce goes net → [`Broker::produce_write`] (in stream order)
-//! → [`Broker::produce_complete`] (waits for durability) → back to net.
+//! sockets. Every request goes through one exhaustive match,
+//! [`Broker::dispatch`]. A produce goes net → dispatch →
+//! [`Broker::produce_write`] (in stream order) → [`Broker::produce_complete`]
+//! (waits for durability) → back to net.
 
 mod delay;
+mod dispatch;
 mod function;
 mod group;
+
+pub use dispatch::{Answer, Caller, Dispatched};
 
 pub use delay::sched_error;
 pub use function::function_error;

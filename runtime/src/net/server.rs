@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::tls::{Identity, TlsError};
-use crate::broker::{Broker, Session};
+use crate::broker::{Answer, Broker, Caller, Dispatched, Session};
 
 /// QUIC application error codes used when closing connections and streams.
 pub mod close_code {
@@ -340,164 +340,39 @@ async fn dispatch(
     let Ok(permit) = state.in_flight.clone().acquire_owned().await else {
         return;
     };
-    let broker = state.broker.clone();
-    if let Request::Handshake(req) = request {
-        // Inline, so requests pipelined behind it see the session.
-        let frame = match broker.handshake(req).await {
-            Ok((session, resp)) => {
-                tracing::debug!(client = %session.client_id, "handshake");
-                *state.session.lock() = Some(session);
-                encode(Op::Handshake.response_op(), request_id, &resp.encode())
-            }
-            Err(e) => error_frame(request_id, &e),
-        };
-        let _ = tx.send(frame);
-        drop(permit);
-        return;
-    }
-    if state.session.lock().is_none() {
-        let err = WireError::new(
-            ErrorCode::NotAuthenticated,
-            "send a handshake (with a valid token) before other requests",
-        );
-        let _ = tx.send(error_frame(request_id, &err));
-        return;
-    }
-    let tx = tx.clone();
-    match request {
-        Request::GrantCredit(req) => {
-            // One-way: no response, even on error (the subscription itself
-            // reports an unknown member).
-            if let Ok(credit) = broker.group_credit(&req.member) {
-                credit.add(req.messages);
+    let caller = Caller {
+        session: &state.session,
+        connection: state.id,
+    };
+    match state.broker.dispatch(request, caller).await {
+        Dispatched::Done(answer) => {
+            if let Some(answer) = answer {
+                let _ = tx.send(answer_frame(request_id, answer));
             }
             drop(permit);
         }
-        Request::Subscribe(req) => {
-            // Runs for as long as the subscription; it does not hold an
-            // in-flight permit.
-            drop(permit);
-            tokio::spawn(push(broker, request_id, req, tx));
-        }
-        Request::JoinGroup(req) => {
-            let session = state.session.lock().clone().expect("checked above");
-            let connection = state.id;
+        Dispatched::Later(answer) => {
+            let tx = tx.clone();
             tokio::spawn(async move {
-                let frame = match broker.join_group(req, &session, connection).await {
-                    Ok(r) => encode(Op::JoinGroup.response_op(), request_id, &r.encode()),
-                    Err(e) => error_frame(request_id, &e),
-                };
-                let _ = tx.send(frame);
-                drop(permit);
-            });
-        }
-        Request::Produce(req) => {
-            let acks = req.acks;
-            // Written here, in stream order; durability is awaited in a task.
-            let written = broker.produce_write(req);
-            tokio::spawn(async move {
-                let resp = broker.produce_complete(written).await;
-                if acks == sluice_protocol::ops::Acks::Durable {
-                    let _ = tx.send(encode(
-                        Op::Produce.response_op(),
-                        request_id,
-                        &resp.encode(),
-                    ));
+                if let Some(answer) = answer.await {
+                    let _ = tx.send(answer_frame(request_id, answer));
                 }
                 drop(permit);
             });
         }
-        other => {
-            tokio::spawn(async move {
-                let frame = respond(&broker, request_id, other).await;
-                let _ = tx.send(frame);
-                drop(permit);
-            });
+        Dispatched::Subscribe(req) => {
+            // Runs for as long as the subscription; it does not hold an
+            // in-flight permit.
+            drop(permit);
+            tokio::spawn(push(state.broker.clone(), request_id, req, tx.clone()));
         }
     }
 }
 
-async fn respond(broker: &Broker, request_id: u32, request: Request) -> Bytes {
-    fn ok<P: Payload>(op: Op, request_id: u32, result: Result<P, WireError>) -> Bytes {
-        match result {
-            Ok(p) => encode(op.response_op(), request_id, &p.encode()),
-            Err(e) => error_frame(request_id, &e),
-        }
-    }
-    use sluice_protocol::ops::Empty;
-    match request {
-        Request::CreateTopic(r) => ok(
-            Op::CreateTopic,
-            request_id,
-            broker.create_topic(r).await.map(|_| Empty),
-        ),
-        Request::DeleteTopic(r) => ok(
-            Op::DeleteTopic,
-            request_id,
-            broker.delete_topic(r).await.map(|_| Empty),
-        ),
-        Request::ListTopics(_) => ok(Op::ListTopics, request_id, Ok(broker.list_topics())),
-        Request::DescribeTopic(r) => ok(Op::DescribeTopic, request_id, broker.describe_topic(r)),
-        Request::Fetch(r) => ok(Op::Fetch, request_id, Ok(broker.fetch(r).await)),
-        Request::ListOffsets(r) => ok(
-            Op::ListOffsets,
-            request_id,
-            Ok(broker.list_offsets(r).await),
-        ),
-        Request::Schedule(r) => ok(Op::Schedule, request_id, broker.schedule(r).await),
-        Request::CancelDelays(r) => ok(Op::CancelDelays, request_id, broker.cancel_delays(r).await),
-        Request::ListDelays(r) => ok(Op::ListDelays, request_id, broker.list_delays(r).await),
-        Request::Heartbeat(r) => ok(Op::Heartbeat, request_id, broker.heartbeat(&r.0)),
-        Request::LeaveGroup(r) => ok(
-            Op::LeaveGroup,
-            request_id,
-            broker.leave_group(&r.0).map(|_| Empty),
-        ),
-        Request::PollGroup(r) => ok(Op::PollGroup, request_id, broker.poll_group(r).await),
-        Request::Ack(r) => ok(Op::Ack, request_id, broker.ack(r).await),
-        Request::DescribeGroup(r) => ok(
-            Op::DescribeGroup,
-            request_id,
-            broker.describe_group(r.0.group).await,
-        ),
-        Request::ListGroups(_) => ok(Op::ListGroups, request_id, broker.list_groups().await),
-        Request::ResetGroup(r) => ok(Op::ResetGroup, request_id, broker.reset_group(r).await),
-        Request::Redrive(r) => ok(Op::Redrive, request_id, broker.redrive(r).await),
-        Request::DeleteGroup(r) => ok(
-            Op::DeleteGroup,
-            request_id,
-            broker.delete_group(r.0.group).await.map(|_| Empty),
-        ),
-        Request::DeployFunction(r) => ok(
-            Op::DeployFunction,
-            request_id,
-            broker.deploy_function(r).await,
-        ),
-        Request::ListFunctions(_) => ok(Op::ListFunctions, request_id, Ok(broker.list_functions())),
-        Request::DescribeFunction(r) => ok(
-            Op::DescribeFunction,
-            request_id,
-            broker.describe_function(&r.name).await,
-        ),
-        Request::FunctionLogs(r) => ok(Op::FunctionLogs, request_id, broker.function_logs(&r)),
-        Request::DeleteFunction(r) => ok(
-            Op::DeleteFunction,
-            request_id,
-            broker.delete_function(&r.name).await.map(|_| Empty),
-        ),
-        Request::RollbackFunction(r) => ok(
-            Op::RollbackFunction,
-            request_id,
-            broker.rollback_function(r).await,
-        ),
-        Request::Handshake(_)
-        | Request::Produce(_)
-        | Request::JoinGroup(_)
-        | Request::Subscribe(_)
-        | Request::GrantCredit(_) => error_frame(
-            request_id,
-            &WireError::new(ErrorCode::Internal, "dispatched twice"),
-        ),
+fn answer_frame(request_id: u32, answer: Answer) -> Bytes {
+    match answer.result {
+        Ok(payload) => encode(answer.op.response_op(), request_id, &payload),
+        Err(e) => error_frame(request_id, &e),
     }
 }
 
