@@ -559,7 +559,7 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         LogError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
-        LogError::Corrupt { .. } => ErrorCode::Internal,
+        LogError::Corrupt { .. } | LogError::AlreadyWritten => ErrorCode::Internal,
         LogError::Failed { .. } | LogError::Io { .. } => ErrorCode::StorageError,
     };
     WireError::new(code, e.to_string())

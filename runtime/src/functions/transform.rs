@@ -10,10 +10,11 @@
 //!
 //! A crash before that write loses nothing (the batch is read again from
 //! the old position); a crash after it leaves pending outputs that the
-//! next start appends — after searching each output partition, from its
-//! end at commit time, for a batch with the runner's producer id and that
-//! base sequence, so a batch that made it into the log is not appended
-//! twice. Every input's outputs therefore appear exactly once. Emitted
+//! next start appends again through the log's idempotent replay
+//! ([`Partition::write_replayed`]): the partition's producer table, which
+//! survives restarts whole, recognises a batch with the runner's producer
+//! id and sequence that made it into the log, so it is not appended twice.
+//! Every input's outputs therefore appear exactly once. Emitted
 //! messages travel with the outputs and get the same guarantee; scheduled
 //! messages are handed to the scheduler just before the commit (a crash in
 //! between schedules them again: at least once), cancellations after it.
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rocksdb::WriteBatch;
 use sluice_host_api::{BatchContext, Effects, TransformOutput};
 use sluice_protocol::batch::BatchIter;
@@ -142,32 +144,29 @@ async fn serve(
 impl Task {
     /// Appends pending outputs a crash left behind (those not in the log).
     async fn recover(&mut self) -> Result<(), String> {
-        let (s, name, partition, pid) = (
-            self.shared.clone(),
-            self.d.name.clone(),
-            self.partition,
-            self.state.producer_id,
-        );
+        let (s, name, partition) = (self.shared.clone(), self.d.name.clone(), self.partition);
         let recovered = blocking(move || {
             let pending = s.fs.pending(&name, partition).map_err(|e| e.to_string())?;
-            let mut appended = 0;
-            let mut batches = Vec::new();
+            let mut appended = Vec::new();
             for pb in &pending {
                 let Ok(out) = s.store().log().partition(&pb.topic, pb.partition) else {
                     tracing::warn!(function = %name, topic = %pb.topic, "output topic is gone; dropping its pending outputs");
                     continue;
                 };
-                let seq = sluice_protocol::batch::BatchHeader::parse(&pb.batch)
+                // Stamped with the runner's producer id and sequence: the
+                // log recognises the ones it already holds.
+                if let Some(w) = out
+                    .write_replayed(BytesMut::from(&pb.batch[..]))
                     .map_err(|e| e.to_string())?
-                    .base_sequence;
-                if !in_log(&out, pb.search_from, pid, seq).map_err(|e| e.to_string())? {
-                    batches.push((out, pb.batch.clone()));
-                    appended += 1;
+                {
+                    appended.push((out, w));
                 }
             }
-            append_all(&batches).map_err(|e| e.to_string())?;
+            for (out, w) in &appended {
+                out.wait_durable(w).map_err(|e| e.to_string())?;
+            }
             s.fs.clear_pending(&name, partition).map_err(|e| e.to_string())?;
-            Ok((pending.len(), appended))
+            Ok((pending.len(), appended.len()))
         })
         .await?;
         if recovered.0 > 0 {
@@ -570,33 +569,3 @@ fn dead_letter(
     );
 }
 
-/// Whether `partition` holds, at or after `from`, a batch of producer
-/// `pid` starting at sequence `seq`.
-fn in_log(
-    partition: &Partition,
-    from: u64,
-    pid: i64,
-    seq: i32,
-) -> Result<bool, crate::log::LogError> {
-    let mut offset = from.max(partition.log_start_offset());
-    while offset < partition.high_watermark() {
-        let read = partition.read(offset, READ_BYTES)?;
-        let mut advanced = false;
-        for chunk in &read.chunks {
-            for b in BatchIter::new(chunk).flatten() {
-                let h = b.header();
-                if h.producer_id == pid && h.base_sequence == seq {
-                    return Ok(true);
-                }
-                if h.next_offset() > offset {
-                    offset = h.next_offset();
-                    advanced = true;
-                }
-            }
-        }
-        if !advanced {
-            break;
-        }
-    }
-    Ok(false)
-}

@@ -85,6 +85,9 @@ pub enum LogError {
         expected: i32,
         got: i32,
     },
+    /// Only from [`Partition::write_replayed`], which turns it into `None`.
+    #[error("the batch is already in the log (replayed by the broker's own writer)")]
+    AlreadyWritten,
     #[error("producer {producer_id}: epoch {epoch} is fenced by newer epoch {current}")]
     ProducerFenced {
         producer_id: i64,

@@ -290,8 +290,27 @@ impl Partition {
     /// must keep a producer's batches in order calls it in that order and
     /// may then wait for durability concurrently.
     pub fn write_batch(&self, batch: BytesMut) -> Result<PendingAppend, LogError> {
+        self.write_checked(batch, false)
+    }
+
+    /// [`write_batch`](Self::write_batch) for the broker's own idempotent
+    /// writers replaying, after a crash, batches they recorded before
+    /// appending them (stamped with their producer id and sequence): the
+    /// one mechanism that makes those appends exactly once. `None` when
+    /// the log already holds the batch (a retry of a remembered batch, or
+    /// one older than them; see [`ProducerTable::check_replay`]).
+    pub fn write_replayed(&self, batch: BytesMut) -> Result<Option<PendingAppend>, LogError> {
+        match self.write_checked(batch, true) {
+            Ok(p) if p.info.duplicate => Ok(None),
+            Ok(p) => Ok(Some(p)),
+            Err(LogError::AlreadyWritten) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_checked(&self, batch: BytesMut, replay: bool) -> Result<PendingAppend, LogError> {
         self.writers_in_flight.fetch_add(1, Ordering::AcqRel);
-        let written = self.write(batch);
+        let written = self.write(batch, replay);
         self.writers_in_flight.fetch_sub(1, Ordering::AcqRel);
         let (info, next_offset) = written?;
         Ok(PendingAppend { info, next_offset })
@@ -326,7 +345,7 @@ impl Partition {
 
     /// Checks and writes one batch; returns where it landed and the offset
     /// after it.
-    fn write(&self, batch: BytesMut) -> Result<(AppendInfo, u64), LogError> {
+    fn write(&self, batch: BytesMut, replay: bool) -> Result<(AppendInfo, u64), LogError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(self.failed_error());
         }
@@ -349,14 +368,23 @@ impl Partition {
 
         {
             let mut w = self.writer.lock();
-            if let SequenceCheck::Duplicate(dup) = w.producers.check(&header)? {
-                let info = AppendInfo {
-                    base_offset: dup.base_offset,
-                    last_offset: dup.last_offset,
-                    log_append_time: None,
-                    duplicate: true,
-                };
-                return Ok((info, dup.last_offset + 1));
+            let check = if replay {
+                w.producers.check_replay(&header)?
+            } else {
+                w.producers.check(&header)?
+            };
+            match check {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(dup) => {
+                    let info = AppendInfo {
+                        base_offset: dup.base_offset,
+                        last_offset: dup.last_offset,
+                        log_append_time: None,
+                        duplicate: true,
+                    };
+                    return Ok((info, dup.last_offset + 1));
+                }
+                SequenceCheck::AlreadyWritten => return Err(LogError::AlreadyWritten),
             }
             let now = self.clock.now_ms();
             self.maybe_roll(&mut w, size, header.last_offset_delta, now)?;

@@ -57,6 +57,9 @@ pub enum SequenceCheck {
     Append,
     /// A retry of a batch already written: answer with its offsets.
     Duplicate(WrittenBatch),
+    /// (Replays only, see [`ProducerTable::check_replay`].) A batch from
+    /// before the remembered ones: the log already holds it.
+    AlreadyWritten,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -124,6 +127,23 @@ impl ProducerTable {
                 expected,
                 got: h.base_sequence,
             })
+        }
+    }
+
+    /// Like [`check`](Self::check), for the broker's own writers replaying
+    /// the batches they recorded before a crash (transform outputs, the
+    /// scheduler's dispatches). Such a writer appends its batches in
+    /// sequence order and alone under its producer id, so a sequence before
+    /// the next expected one was written, even when it is older than the
+    /// remembered batches.
+    pub fn check_replay(&self, h: &BatchHeader) -> Result<SequenceCheck, LogError> {
+        match self.check(h) {
+            Err(LogError::OutOfOrderSequence { expected, got, .. })
+                if (expected.wrapping_sub(got) & i32::MAX) < (1 << 30) =>
+            {
+                Ok(SequenceCheck::AlreadyWritten)
+            }
+            other => other,
         }
     }
 
@@ -364,6 +384,25 @@ mod tests {
             t.check(&header(-1, -1, -1, 1)).unwrap(),
             SequenceCheck::Append
         );
+    }
+
+    #[test]
+    fn replays_of_older_batches_are_already_written() {
+        let mut t = ProducerTable::new();
+        for i in 0..10 {
+            t.record(&header(3, 0, i, 1), i as u64);
+        }
+        assert!(t.check(&header(3, 0, 1, 1)).is_err());
+        assert_eq!(
+            t.check_replay(&header(3, 0, 1, 1)).unwrap(),
+            SequenceCheck::AlreadyWritten
+        );
+        assert!(matches!(
+            t.check_replay(&header(3, 0, 9, 1)).unwrap(),
+            SequenceCheck::Duplicate(_)
+        ));
+        assert_eq!(t.check_replay(&header(3, 0, 10, 1)).unwrap(), SequenceCheck::Append);
+        assert!(t.check_replay(&header(3, 0, 12, 1)).is_err(), "a gap is still a gap");
     }
 
     #[test]
