@@ -44,7 +44,9 @@ pub struct ClientConfig {
     pub ca_cert: Option<PathBuf>,
     /// Empty for anonymous access.
     pub token: String,
+    /// How the broker names this client in its logs.
     pub client_id: String,
+    /// How long a connect (QUIC and TLS handshake) may take.
     pub connect_timeout: Duration,
     /// How long a request may wait for its response (long polls add their wait).
     pub request_timeout: Duration,
@@ -65,6 +67,7 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The defaults, for the broker at `addr` (`host:port`).
     pub fn new(addr: impl Into<String>) -> Self {
         ClientConfig {
             addr: addr.into(),
@@ -72,21 +75,25 @@ impl ClientConfig {
         }
     }
 
+    /// The PEM file of the CA to trust; required to connect.
     pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_cert = Some(path.into());
         self
     }
 
+    /// The token to authenticate with.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
         self
     }
 
+    /// See [`ClientConfig::client_id`].
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = id.into();
         self
     }
 
+    /// See [`ClientConfig::server_name`].
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = name.into();
         self
@@ -185,6 +192,7 @@ impl Connection {
         Ok(conn)
     }
 
+    /// The configuration it connects with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }

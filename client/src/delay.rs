@@ -63,12 +63,14 @@ pub struct DelayedMessage {
     /// Topic, partitioning, key, value, id, tags, properties and timestamp
     /// (`None`: the time of delivery), as for a produce.
     pub message: Message,
+    /// When it is (first) due.
     pub when: When,
     /// `None`: delivered once.
     pub repeat: Option<LoopSpec>,
 }
 
 impl DelayedMessage {
+    /// Due `when`, delivered once.
     pub fn new(message: Message, when: When) -> Self {
         DelayedMessage {
             message,
@@ -177,6 +179,7 @@ impl Loop {
         self
     }
 
+    /// The wire form of the loop.
     pub fn spec(self) -> LoopSpec {
         self.0
     }

@@ -17,6 +17,7 @@ use sluice_protocol::headers;
 pub struct MessageId(pub [u8; 16]);
 
 impl MessageId {
+    /// A fresh UUIDv7: time-ordered, so ids sort by creation.
     pub fn new() -> Self {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -28,6 +29,7 @@ impl MessageId {
         MessageId(b)
     }
 
+    /// The id in 16 bytes; `None` for any other length.
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         Some(MessageId(b.try_into().ok()?))
     }
@@ -64,10 +66,12 @@ pub enum Partitioning {
     /// By key hash when the message has a key, round robin otherwise.
     #[default]
     Auto,
+    /// This partition.
     Explicit(u32),
     /// `crc32c(key) % partitions`: the same key always lands on the same
     /// partition, which orders a key's messages.
     ByKey,
+    /// The next partition in turn, to spread load.
     RoundRobin,
 }
 
@@ -85,11 +89,18 @@ impl Partitioning {
 /// A message to send.
 #[derive(Debug, Clone, Default)]
 pub struct Message {
+    /// The topic to append to.
     pub topic: String,
+    /// Picks the partition under [`Partitioning::Auto`] and orders a
+    /// key's messages.
     pub key: Option<Bytes>,
+    /// The payload.
     pub value: Bytes,
+    /// Tags that group tag filters match on.
     pub tags: Vec<String>,
+    /// Application headers (reserved `sluice.` names are dropped).
     pub properties: Vec<(String, Bytes)>,
+    /// Which partition it goes to.
     pub partitioning: Partitioning,
     /// Set at creation; kept across retries so consumers can dedup.
     pub id: MessageId,

@@ -19,6 +19,7 @@ impl Client {
             .await
     }
 
+    /// Every group the broker knows, with its topic, mode and member count.
     pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
         Ok(self.conn.request(&ListGroupsRequest).await?.groups)
     }

@@ -30,6 +30,7 @@ impl Client {
         Ok(())
     }
 
+    /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.conn
             .request(&DeleteTopicRequest {
@@ -39,10 +40,12 @@ impl Client {
         Ok(())
     }
 
+    /// Every topic, with its partition count.
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
         Ok(self.conn.request(&ListTopicsRequest).await?.topics)
     }
 
+    /// One topic's partitions, their offsets and its settings.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         self.conn
             .request(&DescribeTopicRequest {
@@ -51,6 +54,8 @@ impl Client {
             .await
     }
 
+    /// Offsets by query (earliest, latest, by timestamp) per partition,
+    /// to seek or to measure lag.
     pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Result<Vec<OffsetResult>> {
         Ok(self
             .conn

@@ -30,6 +30,7 @@ use crate::error::{ClientError, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
+    /// The group's name.
     pub group: String,
     /// The group's settings (topic, mode, order, filter, start, ack
     /// timeout, attempts, retry ladder, in-flight limit).
@@ -86,6 +87,7 @@ impl GroupConfig {
         }
     }
 
+    /// Clustering (each message to one member) or broadcast (to all).
     pub fn mode(mut self, mode: GroupMode) -> Self {
         self.settings.mode = mode;
         self

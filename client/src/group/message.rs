@@ -34,10 +34,13 @@ pub struct GroupMessage {
 }
 
 impl GroupMessage {
+    /// The message itself (also reachable through `Deref`).
     pub fn message(&self) -> &ConsumedMessage {
         &self.message
     }
 
+    /// The message, dropping the settlement handle (unsettled: it comes
+    /// back after the ack timeout unless settled through a kept handle).
     pub fn into_message(self) -> ConsumedMessage {
         self.message
     }
@@ -64,6 +67,7 @@ impl GroupMessage {
         self.handle.clone()
     }
 
+    /// Whether it was acked or nacked already (by any clone).
     pub fn is_settled(&self) -> bool {
         self.handle.is_settled()
     }
