@@ -109,6 +109,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message for `topic` with this value and no key.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
         Message {
             topic: topic.into(),
@@ -118,11 +119,13 @@ impl Message {
         }
     }
 
+    /// Sets the key (partitioning, per-key order).
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// Adds a tag (for group tag filters).
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
@@ -134,11 +137,13 @@ impl Message {
         self
     }
 
+    /// Sets how the partition is chosen.
     pub fn partition(mut self, p: Partitioning) -> Self {
         self.partitioning = p;
         self
     }
 
+    /// Sets the timestamp (ms since the epoch); unset: the append time.
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.timestamp = Some(ms);
         self
@@ -176,13 +181,21 @@ impl Message {
 /// A message as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedMessage {
+    /// The topic it was read from.
     pub topic: String,
+    /// Its partition.
     pub partition: u32,
+    /// Its offset.
     pub offset: u64,
+    /// Its timestamp (ms since the epoch).
     pub timestamp: i64,
+    /// Its key.
     pub key: Option<Bytes>,
+    /// Its payload.
     pub value: Bytes,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// Its application headers.
     pub properties: Vec<(String, Bytes)>,
     /// `None` for records written by other clients without an id. Every
     /// delivery of a loop message carries the id of the scheduled message:
@@ -210,8 +223,11 @@ pub struct ConsumedMessage {
 /// Where a retried or dead-lettered message was first consumed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// The topic it was first consumed from.
     pub topic: String,
+    /// Its partition there.
     pub partition: u32,
+    /// Its offset there.
     pub offset: u64,
 }
 

@@ -144,11 +144,13 @@ impl GroupConfig {
         self
     }
 
+    /// Names this instance; see [`GroupConfig::instance_id`].
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = id.into();
         self
     }
 
+    /// See [`GroupConfig::session_timeout`].
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
         self
@@ -166,6 +168,7 @@ impl GroupConfig {
         self
     }
 
+    /// See [`GroupConfig::poll_max_wait`].
     pub fn poll_max_wait(mut self, wait: Duration) -> Self {
         self.poll_max_wait = wait;
         self

@@ -143,14 +143,17 @@ impl AckHandle {
         &self.0.from.topic
     }
 
+    /// The partition it was delivered from.
     pub fn partition(&self) -> u32 {
         self.0.from.partition
     }
 
+    /// The offset it was delivered from.
     pub fn offset(&self) -> u64 {
         self.0.offset
     }
 
+    /// Whether it was acked or nacked already (by any clone).
     pub fn is_settled(&self) -> bool {
         self.0.settled.load(Ordering::Acquire)
     }
