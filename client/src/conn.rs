@@ -4,9 +4,15 @@
 //! handshake) when it drops. A [`RequestStream`] is one bidirectional stream
 //! on it carrying pipelined requests: requests go out in the order they are
 //! sent (which is the order the broker applies produces in) and responses
-//! come back in any order, matched by request id.
+//! come back in any order, matched by request id. A [`PushStream`] is a
+//! stream for one request that gets many responses (a group
+//! subscription), plus one-way requests that steer it (credit grants).
+//!
+//! This is the only module that touches quinn: everything else speaks in
+//! requests and responses.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +44,9 @@ pub struct ClientConfig {
     pub ca_cert: Option<PathBuf>,
     /// Empty for anonymous access.
     pub token: String,
+    /// How the broker names this client in its logs.
     pub client_id: String,
+    /// How long a connect (QUIC and TLS handshake) may take.
     pub connect_timeout: Duration,
     /// How long a request may wait for its response (long polls add their wait).
     pub request_timeout: Duration,
@@ -59,6 +67,7 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The defaults, for the broker at `addr` (`host:port`).
     pub fn new(addr: impl Into<String>) -> Self {
         ClientConfig {
             addr: addr.into(),
@@ -66,21 +75,25 @@ impl ClientConfig {
         }
     }
 
+    /// The PEM file of the CA to trust; required to connect.
     pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_cert = Some(path.into());
         self
     }
 
+    /// The token to authenticate with.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = token.into();
         self
     }
 
+    /// See [`ClientConfig::client_id`].
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = id.into();
         self
     }
 
+    /// See [`ClientConfig::server_name`].
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = name.into();
         self
@@ -179,6 +192,7 @@ impl Connection {
         Ok(conn)
     }
 
+    /// The configuration it connects with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
@@ -266,11 +280,22 @@ impl Connection {
         self.open_bi().await
     }
 
-    /// A bare stream on the live connection, for a group subscription: its
-    /// one request gets many response frames, which a [`RequestStream`]
-    /// (one response per request) cannot carry, so the subscription frames
-    /// the stream itself.
-    pub(crate) async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+    /// Opens a stream of its own for `req`, a request that gets many
+    /// response frames (a group subscription); see [`PushStream`].
+    pub(crate) async fn open_push<R: RequestPayload>(&self, req: &R) -> Result<PushStream<R>> {
+        let (send, recv) = self.open_bi().await?;
+        let mut push = PushStream {
+            send,
+            recv,
+            decoder: FrameDecoder::new(usize::MAX >> 1),
+            last_id: PUSH_REQUEST_ID,
+            request: PhantomData,
+        };
+        push.write(R::OP, PUSH_REQUEST_ID, &req.encode()).await?;
+        Ok(push)
+    }
+
+    async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream)> {
         let live = self.live().await?;
         live.conn
             .open_bi()
@@ -570,5 +595,85 @@ async fn read_frames(
     closed.store(true, Ordering::Release);
     for (_, waiter) in pending.lock().drain() {
         let _ = waiter.send(Err(ClientError::Disconnected(reason.clone())));
+    }
+}
+
+/// The request id of a push stream's request; its one-way requests use
+/// the ids after it.
+const PUSH_REQUEST_ID: u32 = 1;
+
+/// One request that gets many response frames, on a stream of its own: a
+/// group subscription, whose one request the broker answers with a pushed
+/// batch whenever it has messages and credit. A [`RequestStream`] (one
+/// response per request) cannot carry that, so this frames the stream
+/// itself. One-way requests on the same stream ([`PushStream::send`],
+/// credit grants) get no answer.
+#[derive(Debug)]
+pub(crate) struct PushStream<R> {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    /// The id of the last frame sent.
+    last_id: u32,
+    request: PhantomData<fn(R)>,
+}
+
+impl<R: RequestPayload> PushStream<R> {
+    /// The next response to the request. Frames answering anything else
+    /// are skipped (nothing else is expected); a stream-level error from
+    /// the broker, which closes the stream, is [`ClientError::Broker`].
+    /// Cancel-safe: a frame half read stays buffered for the next call.
+    pub(crate) async fn next(&mut self) -> Result<R::Response> {
+        loop {
+            while let Some(frame) = self
+                .decoder
+                .decode()
+                .map_err(|e| ClientError::Corrupt(e.to_string()))?
+            {
+                if frame.request_id == 0 && frame.op == ERROR_OP {
+                    return Err(ClientError::Broker(
+                        WireError::decode(frame.payload).unwrap_or_else(|e| {
+                            WireError::new(ErrorCode::Internal, format!("stream error: {e}"))
+                        }),
+                    ));
+                }
+                if frame.request_id != PUSH_REQUEST_ID {
+                    tracing::debug!(
+                        op = frame.op,
+                        id = frame.request_id,
+                        "unexpected frame on a push stream"
+                    );
+                    continue;
+                }
+                return decode_response::<R::Response>(R::OP, frame).map_err(ClientError::Broker);
+            }
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(c)) => self.decoder.extend(&c.bytes),
+                Ok(None) => {
+                    let why = "the broker ended the subscription";
+                    return Err(ClientError::Disconnected(why.into()));
+                }
+                Err(e) => return Err(ClientError::Disconnected(e.to_string())),
+            }
+        }
+    }
+
+    /// Sends a one-way request on the stream, under an id of its own
+    /// (never 0, reserved for stream-level errors, nor the push request's).
+    pub(crate) async fn send<Q: RequestPayload>(&mut self, req: &Q) -> Result<()> {
+        self.last_id = match self.last_id.wrapping_add(1) {
+            0 | PUSH_REQUEST_ID => PUSH_REQUEST_ID + 1,
+            id => id,
+        };
+        self.write(Q::OP, self.last_id, &req.encode()).await
+    }
+
+    async fn write(&mut self, op: Op, id: u32, payload: &[u8]) -> Result<()> {
+        let mut buf = BytesMut::with_capacity(frame::HEADER_LEN + payload.len());
+        frame::encode(op as u16, id, payload, &mut buf);
+        self.send
+            .write_all(&buf)
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))
     }
 }

@@ -43,8 +43,11 @@ impl Default for ConsumerConfig {
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
+    /// The oldest message still kept.
     Earliest,
+    /// Only messages appended from now on.
     Latest,
+    /// This offset (clamped by the broker to what is kept).
     Offset(u64),
     /// The first message at or after this time (ms since the epoch).
     Timestamp(i64),

@@ -35,12 +35,10 @@
 
 use std::time::Duration;
 
-use sluice_protocol::ops::{
-    CancelDelaysRequest, DelayedRecord, ListDelaysRequest, ScheduleEntry, ScheduleRequest,
-};
 pub use sluice_protocol::ops::{
     CancelOutcome, CancelResult, DelaySummary, LoopBackoff, LoopSpec, When,
 };
+use sluice_protocol::ops::{DelayedRecord, ScheduleEntry, ScheduleRequest};
 use sluice_protocol::{ErrorCode, WireError};
 
 use bytes::Bytes;
@@ -65,12 +63,14 @@ pub struct DelayedMessage {
     /// Topic, partitioning, key, value, id, tags, properties and timestamp
     /// (`None`: the time of delivery), as for a produce.
     pub message: Message,
+    /// When it is (first) due.
     pub when: When,
     /// `None`: delivered once.
     pub repeat: Option<LoopSpec>,
 }
 
 impl DelayedMessage {
+    /// Due `when`, delivered once.
     pub fn new(message: Message, when: When) -> Self {
         DelayedMessage {
             message,
@@ -179,6 +179,7 @@ impl Loop {
         self
     }
 
+    /// The wire form of the loop.
     pub fn spec(self) -> LoopSpec {
         self.0
     }
@@ -287,67 +288,6 @@ impl Client {
             .into_iter()
             .map(|r| r.expect("every message has a result"))
             .collect())
-    }
-
-    /// Cancels one scheduled message (a loop message stops looping); the
-    /// outcome says whether it was still pending.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
-    /// use sluice_client::CancelOutcome;
-    /// match client.cancel_delay(42).await? {
-    ///     CancelOutcome::Cancelled => println!("will not be delivered"),
-    ///     other => println!("too late or unknown: {other:?}"),
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel_delay(&self, delay_id: u64) -> Result<CancelOutcome> {
-        let results = self.cancel_delays(&[delay_id]).await?;
-        results
-            .into_iter()
-            .find(|r| r.delay_id == delay_id)
-            .map(|r| r.outcome)
-            .ok_or_else(|| ClientError::Corrupt(format!("no cancel result for delay {delay_id}")))
-    }
-
-    /// Cancels scheduled messages; one result per id, with the outcome and a
-    /// sentence for people.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
-    /// for r in client.cancel_delays(&[7, 8]).await? {
-    ///     println!("{}: {:?} ({})", r.delay_id, r.outcome, r.message);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel_delays(&self, delay_ids: &[u64]) -> Result<Vec<CancelResult>> {
-        Ok(self
-            .conn
-            .request(&CancelDelaysRequest {
-                ids: delay_ids.to_vec(),
-            })
-            .await?
-            .results)
-    }
-
-    /// Pending scheduled messages per topic (a loop message counts once):
-    /// of one topic, or of every topic that has any.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
-    /// for t in client.list_delays(None).await? {
-    ///     println!("{}: {} pending, next due at {}", t.topic, t.pending, t.next_due_ms);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_delays(&self, topic: Option<&str>) -> Result<Vec<DelaySummary>> {
-        Ok(self
-            .conn
-            .request(&ListDelaysRequest {
-                topic: topic.unwrap_or_default().to_owned(),
-            })
-            .await?
-            .topics)
     }
 }
 

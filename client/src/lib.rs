@@ -16,23 +16,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`conn`]: connections (TLS, handshake, reconnect) and pipelined request streams;
+//! - [`conn`]: connections (TLS, handshake, reconnect), pipelined request
+//!   streams, and push streams (one request, many responses); the only
+//!   module that touches quinn;
 //! - [`producer`]: batching, pipelining, retries, idempotence;
 //! - [`consumer`]: assign, seek, long-poll fetch, a `Stream` of messages;
 //! - [`group`]: consumer groups ([`Client::group_consumer`]): pull, push
-//!   with credit, batched per-message ack and nack, retries, dead letters,
-//!   and the group admin calls;
-//! - [`delay`]: delayed and loop delivery ([`Client::schedule`],
-//!   [`Client::cancel_delay`], [`Client::list_delays`]);
-//! - [`function`]: WebAssembly functions the broker runs
+//!   with credit, batched per-message ack and nack, retries, dead letters;
+//! - [`delay`]: delayed and loop delivery ([`Client::schedule`]);
+//! - [`function`]: WebAssembly functions the broker runs: the manifest
+//!   builders ([`FunctionManifest::filter`], [`FunctionManifest::transform`],
+//!   [`FunctionManifest::handler`]) and what the broker reports on them;
+//! - [`admin`]: every admin call, one file per area: topics
+//!   ([`Client::create_topic`], [`Client::list_offsets`], ...), groups
+//!   ([`Client::describe_group`], [`Client::reset_group`],
+//!   [`Client::redrive_dead_letters`], ...), delays
+//!   ([`Client::cancel_delay`], [`Client::list_delays`]) and functions
 //!   ([`Client::deploy_function`], [`Client::list_functions`],
 //!   [`Client::describe_function`], [`Client::function_logs`],
-//!   [`Client::delete_function`], [`Client::rollback_function`]) and the
-//!   manifest builders ([`FunctionManifest::filter`],
-//!   [`FunctionManifest::transform`], [`FunctionManifest::handler`]);
+//!   [`Client::delete_function`], [`Client::rollback_function`]);
 //! - [`message`]: the message model (key, value, tags, properties, id);
 //! - [`error`]: [`ClientError`], with which errors are worth a retry.
 
+#![warn(missing_docs)]
+
+pub mod admin;
 pub mod conn;
 pub mod consumer;
 pub mod delay;
@@ -44,11 +52,6 @@ mod partition;
 pub mod producer;
 
 use std::sync::Arc;
-
-use sluice_protocol::ops::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListOffsetsRequest,
-    ListTopicsRequest, OffsetQuery, OffsetResult, TopicDescription, TopicSummary,
-};
 
 use crate::partition::Partitioner;
 
@@ -85,6 +88,8 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects and handshakes (see [`Connection::connect`]): fails fast
+    /// when the broker is unreachable, untrusted, or refuses the token.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         Ok(Client {
             conn: Connection::connect(config).await?,
@@ -92,68 +97,25 @@ impl Client {
         })
     }
 
+    /// The connection underneath, shared by everything this client makes;
+    /// for raw requests and for tests that need to break it.
     pub fn connection(&self) -> &Arc<Connection> {
         &self.conn
     }
 
+    /// A producer on a stream of its own, with a producer id of its own
+    /// when it is idempotent.
     pub async fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         Producer::new(self.conn.clone(), config).await
     }
 
+    /// A consumer of explicitly assigned partitions (no group); it opens
+    /// its stream on first use.
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.conn.clone(), config)
     }
 
-    /// Creates a topic; `partitions` 0 takes the broker's default. Settings
-    /// are `(key, value)` strings (see docs/storage.md).
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        config: &[(&str, &str)],
-    ) -> Result<()> {
-        self.conn
-            .request(&CreateTopicRequest {
-                name: name.to_owned(),
-                partitions,
-                config: config
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        self.conn
-            .request(&DeleteTopicRequest {
-                name: name.to_owned(),
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
-        Ok(self.conn.request(&ListTopicsRequest).await?.topics)
-    }
-
-    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
-        self.conn
-            .request(&DescribeTopicRequest {
-                name: name.to_owned(),
-            })
-            .await
-    }
-
-    pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Result<Vec<OffsetResult>> {
-        Ok(self
-            .conn
-            .request(&ListOffsetsRequest { queries })
-            .await?
-            .results)
-    }
-
+    /// Closes the connection gracefully; in-flight requests fail.
     pub async fn close(&self) {
         self.conn.close().await;
     }

@@ -17,6 +17,7 @@ use sluice_protocol::headers;
 pub struct MessageId(pub [u8; 16]);
 
 impl MessageId {
+    /// A fresh UUIDv7: time-ordered, so ids sort by creation.
     pub fn new() -> Self {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -28,6 +29,7 @@ impl MessageId {
         MessageId(b)
     }
 
+    /// The id in 16 bytes; `None` for any other length.
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         Some(MessageId(b.try_into().ok()?))
     }
@@ -64,10 +66,12 @@ pub enum Partitioning {
     /// By key hash when the message has a key, round robin otherwise.
     #[default]
     Auto,
+    /// This partition.
     Explicit(u32),
     /// `crc32c(key) % partitions`: the same key always lands on the same
     /// partition, which orders a key's messages.
     ByKey,
+    /// The next partition in turn, to spread load.
     RoundRobin,
 }
 
@@ -85,11 +89,18 @@ impl Partitioning {
 /// A message to send.
 #[derive(Debug, Clone, Default)]
 pub struct Message {
+    /// The topic to append to.
     pub topic: String,
+    /// Picks the partition under [`Partitioning::Auto`] and orders a
+    /// key's messages.
     pub key: Option<Bytes>,
+    /// The payload.
     pub value: Bytes,
+    /// Tags that group tag filters match on.
     pub tags: Vec<String>,
+    /// Application headers (reserved `sluice.` names are dropped).
     pub properties: Vec<(String, Bytes)>,
+    /// Which partition it goes to.
     pub partitioning: Partitioning,
     /// Set at creation; kept across retries so consumers can dedup.
     pub id: MessageId,
@@ -98,6 +109,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message for `topic` with this value and no key.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
         Message {
             topic: topic.into(),
@@ -107,11 +119,13 @@ impl Message {
         }
     }
 
+    /// Sets the key (partitioning, per-key order).
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// Adds a tag (for group tag filters).
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
@@ -123,11 +137,13 @@ impl Message {
         self
     }
 
+    /// Sets how the partition is chosen.
     pub fn partition(mut self, p: Partitioning) -> Self {
         self.partitioning = p;
         self
     }
 
+    /// Sets the timestamp (ms since the epoch); unset: the append time.
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.timestamp = Some(ms);
         self
@@ -165,13 +181,21 @@ impl Message {
 /// A message as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedMessage {
+    /// The topic it was read from.
     pub topic: String,
+    /// Its partition.
     pub partition: u32,
+    /// Its offset.
     pub offset: u64,
+    /// Its timestamp (ms since the epoch).
     pub timestamp: i64,
+    /// Its key.
     pub key: Option<Bytes>,
+    /// Its payload.
     pub value: Bytes,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// Its application headers.
     pub properties: Vec<(String, Bytes)>,
     /// `None` for records written by other clients without an id. Every
     /// delivery of a loop message carries the id of the scheduled message:
@@ -199,8 +223,11 @@ pub struct ConsumedMessage {
 /// Where a retried or dead-lettered message was first consumed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// The topic it was first consumed from.
     pub topic: String,
+    /// Its partition there.
     pub partition: u32,
+    /// Its offset there.
     pub offset: u64,
 }
 

@@ -55,6 +55,7 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// First retry waits this long, doubling up to `max_backoff`.
     pub retry_backoff: Duration,
+    /// The longest pause between retries.
     pub max_backoff: Duration,
 }
 
@@ -76,8 +77,11 @@ impl Default for ProducerConfig {
 /// Where a message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// The partition it was appended to.
     pub partition: u32,
+    /// Its offset in that partition.
     pub offset: u64,
+    /// The message's id.
     pub id: MessageId,
 }
 
