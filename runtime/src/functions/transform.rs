@@ -568,4 +568,3 @@ fn dead_letter(
         },
     );
 }
-

@@ -308,6 +308,12 @@ impl Partition {
         }
     }
 
+    /// The sequence `producer_id`'s next batch must start with here (for
+    /// the broker's own writers, which number their batches from the log).
+    pub fn next_sequence(&self, producer_id: i64) -> i32 {
+        self.writer.lock().producers.next_sequence(producer_id)
+    }
+
     fn write_checked(&self, batch: BytesMut, replay: bool) -> Result<PendingAppend, LogError> {
         self.writers_in_flight.fetch_add(1, Ordering::AcqRel);
         let written = self.write(batch, replay);

@@ -130,21 +130,35 @@ impl ProducerTable {
         }
     }
 
-    /// Like [`check`](Self::check), for the broker's own writers replaying
-    /// the batches they recorded before a crash (transform outputs, the
-    /// scheduler's dispatches). Such a writer appends its batches in
-    /// sequence order and alone under its producer id, so a sequence before
-    /// the next expected one was written, even when it is older than the
-    /// remembered batches.
+    /// Like [`check`](Self::check), for the broker's own writers (transform
+    /// outputs, the scheduler's dispatches), which record each batch with
+    /// its producer id and sequence before appending it and append it again
+    /// after a crash. Such a writer appends in sequence order and alone
+    /// under its producer id, so a sequence before the next expected one
+    /// was written, even when it is older than the remembered batches
+    /// ([`SequenceCheck::AlreadyWritten`]); and a sequence past it only
+    /// means a batch of its was refused (too large for its topic) and
+    /// dropped, so it is written.
     pub fn check_replay(&self, h: &BatchHeader) -> Result<SequenceCheck, LogError> {
         match self.check(h) {
-            Err(LogError::OutOfOrderSequence { expected, got, .. })
-                if (expected.wrapping_sub(got) & i32::MAX) < (1 << 30) =>
-            {
-                Ok(SequenceCheck::AlreadyWritten)
+            Err(LogError::OutOfOrderSequence { expected, got, .. }) => {
+                if (expected.wrapping_sub(got) & i32::MAX) < (1 << 30) {
+                    Ok(SequenceCheck::AlreadyWritten)
+                } else {
+                    Ok(SequenceCheck::Append)
+                }
             }
             other => other,
         }
+    }
+
+    /// The sequence `producer_id`'s next batch must start with (0 for a
+    /// producer the table does not know).
+    pub fn next_sequence(&self, producer_id: i64) -> i32 {
+        self.producers
+            .get(&producer_id)
+            .and_then(|e| e.recent.back())
+            .map_or(0, |b| next_sequence(b.last_sequence))
     }
 
     /// Records a batch written at `base_offset`.
@@ -401,8 +415,17 @@ mod tests {
             t.check_replay(&header(3, 0, 9, 1)).unwrap(),
             SequenceCheck::Duplicate(_)
         ));
-        assert_eq!(t.check_replay(&header(3, 0, 10, 1)).unwrap(), SequenceCheck::Append);
-        assert!(t.check_replay(&header(3, 0, 12, 1)).is_err(), "a gap is still a gap");
+        assert_eq!(
+            t.check_replay(&header(3, 0, 10, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+        // A gap: a batch of the writer's was refused and dropped.
+        assert_eq!(
+            t.check_replay(&header(3, 0, 12, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+        assert_eq!(t.next_sequence(3), 10);
+        assert_eq!(t.next_sequence(4), 0);
     }
 
     #[test]
