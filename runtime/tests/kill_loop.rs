@@ -127,6 +127,10 @@ async fn retries_across_many_restarts_store_every_acked_message_once() {
         p.await.unwrap();
     }
 
+    // The first client's connection died with the first broker: read with
+    // a fresh one.
+    client.close().await;
+    let client = Client::connect(config(&addr, &data)).await.unwrap();
     let mut consumer = client.consumer(ConsumerConfig {
         max_wait: Duration::from_millis(200),
         ..ConsumerConfig::default()
