@@ -387,6 +387,7 @@ impl Inner {
             partition,
             epoch: self.epoch,
             next_sequence: 0,
+            sealed: 0,
             config: self.config.clone(),
             producer_id: self.producer_id,
         };
@@ -445,6 +446,8 @@ struct Sealed {
     _permits: Vec<OwnedSemaphorePermit>,
     deadline: Instant,
     attempts: u32,
+    /// Order of sealing: retries go out in this order (sequence order).
+    ordinal: u64,
 }
 
 impl Sealed {
@@ -486,6 +489,8 @@ struct Lane {
     producer_id: i64,
     epoch: i16,
     next_sequence: i32,
+    /// Batches sealed so far (each batch's ordinal).
+    sealed: u64,
     config: ProducerConfig,
 }
 
@@ -628,6 +633,10 @@ impl Lane {
             _permits: open.permits,
             deadline: open.since.unwrap_or_else(Instant::now) + self.config.delivery_timeout,
             attempts: 0,
+            ordinal: {
+                self.sealed += 1;
+                self.sealed
+            },
         }
     }
 
@@ -722,7 +731,15 @@ impl Lane {
                 .min(self.config.max_backoff);
             tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, ?wait, "retrying batch");
             *backoff_until = Some(Instant::now() + wait);
-            ready.push_front(front);
+            // Back in sealing order: when the failure was a launch, the
+            // batches that were in flight are older than `front`, and
+            // resending it first would gap the sequence (refused, then
+            // renumbered under a new epoch: a written batch sent again).
+            let at = ready
+                .iter()
+                .position(|b| b.ordinal > front.ordinal)
+                .unwrap_or(ready.len());
+            ready.insert(at, front);
             return;
         }
         let error = if error.is_retriable() {
