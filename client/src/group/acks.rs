@@ -169,20 +169,7 @@ impl AckQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tp(topic: &str, partition: u32) -> Arc<TopicPartition> {
-        Arc::new(TopicPartition {
-            topic: topic.into(),
-            partition,
-        })
-    }
-
-    fn range(first_offset: u64, count: u32) -> OffsetRange {
-        OffsetRange {
-            first_offset,
-            count,
-        }
-    }
+    use crate::group::test_support::{range, tp};
 
     #[test]
     fn acked_offsets_coalesce_into_ranges() {

@@ -299,27 +299,14 @@ mod tests {
     use bytes::BytesMut;
     use sluice_protocol::batch::{BatchBuilder, set_base_offset};
     use sluice_protocol::headers;
+    use sluice_protocol::ops::PartitionAcks;
     use sluice_protocol::ops::group::retry_topic;
-    use sluice_protocol::ops::{OffsetRange, PartitionAcks};
 
     use super::*;
+    use crate::group::test_support::{range, tp};
 
     fn queue() -> Arc<AckQueue> {
         Arc::new(AckQueue::new(1024))
-    }
-
-    fn tp(topic: &str, partition: u32) -> Arc<TopicPartition> {
-        Arc::new(TopicPartition {
-            topic: topic.into(),
-            partition,
-        })
-    }
-
-    fn range(first_offset: u64, count: u32) -> OffsetRange {
-        OffsetRange {
-            first_offset,
-            count,
-        }
     }
 
     #[test]

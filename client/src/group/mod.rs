@@ -67,3 +67,25 @@ pub use sluice_protocol::ops::{
     GroupDescription, GroupMode, GroupSettings, GroupSummary, MemberDescription, PartitionLag,
     RedriveResponse, ResetTo, TopicPartition,
 };
+
+/// Builders the unit tests of several files of this module share.
+#[cfg(test)]
+mod test_support {
+    use std::sync::Arc;
+
+    use sluice_protocol::ops::{OffsetRange, TopicPartition};
+
+    pub fn tp(topic: &str, partition: u32) -> Arc<TopicPartition> {
+        Arc::new(TopicPartition {
+            topic: topic.into(),
+            partition,
+        })
+    }
+
+    pub fn range(first_offset: u64, count: u32) -> OffsetRange {
+        OffsetRange {
+            first_offset,
+            count,
+        }
+    }
+}
