@@ -135,9 +135,7 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let mut c = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
+    sluice_quic::set_windows(&mut t);
     // A broker that vanished (killed, network gone) is noticed after 10 s
     // of silence; keep-alives keep a quiet but healthy connection open.
     t.max_idle_timeout(Duration::from_secs(10).try_into().ok());
@@ -321,24 +319,7 @@ impl Connection {
     }
 }
 
-/// UDP socket buffer the endpoints ask for. Linux's default (about 208 KiB)
-/// overflows at a few hundred MB/s on loopback; every overflow is a lost
-/// datagram that QUIC recovers only after a loss-detection timeout, which
-/// showed up as 30 ms stalls in `sluice bench producer`. The kernel caps the
-/// request at `net.core.rmem_max` / `wmem_max`.
-pub const UDP_BUFFER_BYTES: usize = 8 << 20;
-
-/// A UDP socket bound to `addr` with large send and receive buffers, for a
-/// quinn endpoint (broker or client).
-pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: a smaller buffer is slower, not wrong.
-    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
+pub use sluice_quic::{UDP_BUFFER_BYTES, udp_socket};
 
 async fn resolve(addr: &str) -> Result<SocketAddr> {
     let mut addrs = tokio::net::lookup_host(addr)

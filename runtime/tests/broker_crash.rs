@@ -10,7 +10,7 @@ use sluice_client::{Client, ClientConfig, ConsumerConfig, Message, ProducerConfi
 
 /// Starts `sluice dev` on `data` and returns it with the address it bound.
 fn start_broker(data: &Path) -> (Child, String) {
-    sluice_runtime::node::spawn_dev_process(Path::new(env!("CARGO_BIN_EXE_sluice")), data).unwrap()
+    sluice_broker::node::spawn_dev_process(Path::new(env!("CARGO_BIN_EXE_sluice")), data).unwrap()
 }
 
 fn config(addr: &str, data: &Path) -> ClientConfig {

@@ -5,10 +5,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use sluice_broker::clock::SystemClock;
+use sluice_broker::log::{LogOptions, TopicConfig};
+use sluice_broker::store::Store;
 use sluice_protocol::batch::BatchBuilder;
-use sluice_runtime::clock::SystemClock;
-use sluice_runtime::log::{LogOptions, TopicConfig};
-use sluice_runtime::store::Store;
 
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -18,7 +18,13 @@ fn sluice() -> Command {
 fn dev_check_opens_the_store_and_reports_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), LogOptions::default(), Arc::new(SystemClock)).unwrap();
+        let store = Store::open(
+            dir.path(),
+            LogOptions::default(),
+            Arc::new(SystemClock),
+            &sluice_broker::keyspaces(),
+        )
+        .unwrap();
         let cfg = TopicConfig {
             partitions: 3,
             ..TopicConfig::default()

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use rand::{Rng, SeedableRng};
+use sluice_broker::clock::SystemClock;
+use sluice_broker::log::{Durability, Log, LogOptions, TopicConfig};
 use sluice_protocol::batch::{BatchBuilder, BatchIter};
-use sluice_runtime::clock::SystemClock;
-use sluice_runtime::log::{Durability, Log, LogOptions, TopicConfig};
 
 const THREADS: u32 = 4;
 const ITERATIONS: usize = 8;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice_broker::clock::ManualClock;
+use sluice_broker::functions::dead_letter_topic as fn_dead_letter_topic;
 use sluice_client::{
     Client, ClientConfig, ClientError, ErrorCode, FunctionDescription, FunctionManifest,
     GroupConfig, GroupConsumer, GroupSettings, Message, OffsetSpec, Partitioning, ProducerConfig,
@@ -23,8 +25,6 @@ use sluice_client::{
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::{FetchPartition, FetchRequest};
-use sluice_runtime::clock::ManualClock;
-use sluice_runtime::functions::dead_letter_topic as fn_dead_letter_topic;
 use sluice_sample_components as components;
 
 use common::Broker;
@@ -1418,7 +1418,7 @@ impl Child {
     /// Starts one and connects a client to it.
     async fn start(data: &Path) -> (Child, Client) {
         let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
-        let (child, addr) = sluice_runtime::node::spawn_dev_process(exe, data).unwrap();
+        let (child, addr) = sluice_broker::node::spawn_dev_process(exe, data).unwrap();
         let child = Child(child);
         let config = ClientConfig::new(addr)
             .ca_cert(data.join("tls/cert.pem"))

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use sluice_broker::clock::ManualClock;
 use sluice_client::group::{dead_letter_topic, retry_topic};
 use sluice_client::{
     Client, ClientConfig, ConsumerConfig, Delivery, ErrorCode, GroupConfig, GroupConsumer,
@@ -23,7 +24,6 @@ use sluice_client::{
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::{FetchPartition, FetchRequest};
-use sluice_runtime::clock::ManualClock;
 
 use common::Broker;
 
@@ -1464,7 +1464,7 @@ fn crash_config(addr: &str, data: &Path) -> ClientConfig {
 /// metadata store opened read-only beside it (the open replays the
 /// write-ahead log, so this sees unsynced writes too). `None`: none stored.
 fn stored_offsets(data: &Path, group: &str, topic: &str, partitions: u32) -> Vec<Option<u64>> {
-    use sluice_runtime::meta::{CF_GROUP_OFFSETS, keys};
+    use sluice_broker::store::catalog::{CF_GROUP_OFFSETS, keys};
     let path = data.join("meta");
     let opts = rocksdb::Options::default();
     let cfs = rocksdb::DB::list_cf(&opts, &path).unwrap();
@@ -1485,7 +1485,7 @@ async fn a_group_resumes_after_a_broker_sigkill_without_losing_messages() {
     let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut broker, addr) = sluice_runtime::node::spawn_dev_process(exe, &data).unwrap();
+    let (mut broker, addr) = sluice_broker::node::spawn_dev_process(exe, &data).unwrap();
     let client = Client::connect(crash_config(&addr, &data)).await.unwrap();
     client.create_topic("c", 3, &[]).await.unwrap();
     let msgs = spread("c", "m", 300, 3);
@@ -1535,7 +1535,7 @@ async fn a_group_resumes_after_a_broker_sigkill_without_losing_messages() {
     drop(c);
     client.close().await;
 
-    let (mut broker, addr) = sluice_runtime::node::spawn_dev_process(exe, &data).unwrap();
+    let (mut broker, addr) = sluice_broker::node::spawn_dev_process(exe, &data).unwrap();
     let client = Client::connect(crash_config(&addr, &data)).await.unwrap();
     // What the broker stored before it died: the group resumes there.
     let d = client.describe_group("survivors").await.unwrap();

@@ -32,7 +32,7 @@ const VALUE_BYTES: usize = 5 * 1024;
 fn start_broker(data: &Path, listen: &str) -> (Child, String) {
     let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
     let (child, addr, _lines) =
-        sluice_runtime::node::spawn_dev_process_on(exe, data, listen, &[]).unwrap();
+        sluice_broker::node::spawn_dev_process_on(exe, data, listen, &[]).unwrap();
     (child, addr)
 }
 

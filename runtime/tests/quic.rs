@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_broker::clock::SystemClock;
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::node::Node;
 use sluice_client::{
     Client, ClientConfig, ClientError, ConsumerConfig, ErrorCode, Message, Partitioning,
     ProducerConfig, SeekTo,
 };
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::{Acks, ProduceEntry, ProduceRequest};
-use sluice_runtime::clock::SystemClock;
-use sluice_runtime::config::BrokerConfig;
-use sluice_runtime::node::Node;
 
 struct Broker {
     node: Option<Node>,

@@ -28,7 +28,7 @@ async fn crash_and_recover(point: &str) {
     let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut broker, addr, lines) = sluice_runtime::node::spawn_dev_process_with_env(
+    let (mut broker, addr, lines) = sluice_broker::node::spawn_dev_process_with_env(
         exe,
         &data,
         &[("SLUICE_CRASH_POINT", point)],
@@ -79,7 +79,7 @@ async fn crash_and_recover(point: &str) {
     client.close().await;
 
     // Restart without the crash point; wait until nothing is pending.
-    let (mut broker, addr) = sluice_runtime::node::spawn_dev_process(exe, &data).unwrap();
+    let (mut broker, addr) = sluice_broker::node::spawn_dev_process(exe, &data).unwrap();
     let client = Client::connect(config(&addr, &data)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -6,18 +6,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use sluice_broker::clock::ManualClock;
+use sluice_broker::log::{LogOptions, TopicConfig};
+use sluice_broker::sched::{Delivery, Scheduler, SchedulerOptions};
+use sluice_broker::store::Store;
 use sluice_protocol::ops::{CancelOutcome, DelayedRecord};
-use sluice_runtime::clock::ManualClock;
-use sluice_runtime::log::{LogOptions, TopicConfig};
-use sluice_runtime::sched::{Delivery, Scheduler, SchedulerOptions};
-use sluice_runtime::store::Store;
 
 const T0: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;
 const PENDING: u64 = 1_000_000;
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> (Arc<Store>, Scheduler) {
-    let store = Arc::new(Store::open(dir, LogOptions::default(), Arc::new(clock.clone())).unwrap());
+    let store = Arc::new(
+        Store::open(
+            dir,
+            LogOptions::default(),
+            Arc::new(clock.clone()),
+            &sluice_broker::keyspaces(),
+        )
+        .unwrap(),
+    );
     let sched = Scheduler::open(
         store.clone(),
         Arc::new(clock.clone()),

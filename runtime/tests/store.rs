@@ -4,13 +4,19 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use sluice_broker::clock::SystemClock;
+use sluice_broker::log::{Durability, LogError, LogOptions, TopicConfig};
+use sluice_broker::store::{Catalog, Store, StoreError};
 use sluice_protocol::batch::BatchBuilder;
-use sluice_runtime::clock::SystemClock;
-use sluice_runtime::log::{Durability, LogError, LogOptions, TopicConfig};
-use sluice_runtime::store::{Store, StoreError};
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, LogOptions::default(), Arc::new(SystemClock)).unwrap()
+    Store::open(
+        dir,
+        LogOptions::default(),
+        Arc::new(SystemClock),
+        &sluice_broker::keyspaces(),
+    )
+    .unwrap()
 }
 
 fn one_record() -> BytesMut {

@@ -36,8 +36,8 @@ use serde::Serialize;
 use sluice_protocol::batch::{BatchBuilder, BatchIter};
 
 use super::{MB, Table, WorkDir, median, progress, run_for, thousands, verdict};
-use crate::clock::{Clock, SystemClock};
-use crate::log::{Durability, Log, LogOptions, Partition, TopicConfig};
+use sluice_broker::clock::{Clock, SystemClock};
+use sluice_broker::log::{Durability, Log, LogOptions, Partition, TopicConfig};
 
 /// Options of `sluice bench log`.
 #[derive(Debug, Clone, clap::Args)]

@@ -23,6 +23,7 @@
 //! Tables go to stdout, progress bars to stderr, and `--json` writes every
 //! figure for scripts. MB means 10^6 bytes, as `dd` reports it.
 
+#[cfg(feature = "demo")]
 pub mod function;
 pub mod group;
 pub mod log;
@@ -60,7 +61,9 @@ pub enum BenchCommand {
     /// members against plain fetch, and push latency end to end.
     Group(Box<group::GroupBenchArgs>),
     /// Functions in the broker: group consumption with and without a tag
-    /// filter function, handler msgs/s, transform MB/s.
+    /// filter function, handler msgs/s, transform MB/s (needs the sample
+    /// functions: built with the `demo` feature, the default).
+    #[cfg(feature = "demo")]
     Fn(Box<function::FnBenchArgs>),
     /// The scheduler: schedule rate, lateness with a backlog, a burst due
     /// in one second, restart with a backlog.
@@ -76,6 +79,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => quic::run(quic::Scenario::E2e, args),
         BenchCommand::Sched(args) => sched::run(args),
         BenchCommand::Group(args) => group::run(*args),
+        #[cfg(feature = "demo")]
         BenchCommand::Fn(args) => function::run(*args),
     }
 }

@@ -158,7 +158,7 @@ pub(crate) fn start_broker(
             )
         }
         None => {
-            let (c, addr) = crate::node::spawn_dev_process(
+            let (c, addr) = sluice_broker::node::spawn_dev_process(
                 &std::env::current_exe()?,
                 &work.path().join("broker"),
             )?;

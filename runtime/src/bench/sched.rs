@@ -29,9 +29,9 @@ use sluice_protocol::ops::{
 };
 
 use super::{Table, WorkDir, median, thousands, verdict};
-use crate::clock::{Clock, SystemClock};
-use crate::config::BrokerConfig;
-use crate::node::Node;
+use sluice_broker::clock::{Clock, SystemClock};
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::node::Node;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedBenchArgs {

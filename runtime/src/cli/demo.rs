@@ -19,8 +19,8 @@ use sluice_protocol::ops::{CreateTopicRequest, GroupSettings, OffsetSpec};
 use sluice_protocol::{ErrorCode, WireError};
 use sluice_sample_components::embedded;
 
-use crate::broker::Broker;
-use crate::clock::Clock;
+use sluice_broker::broker::Broker;
+use sluice_broker::clock::Clock;
 
 const TOPICS: &[(&str, u32)] = &[
     ("demo-orders", 2),
@@ -129,7 +129,7 @@ pub async fn install(broker: &Broker) -> anyhow::Result<String> {
 }
 
 async fn seed(broker: &Broker) -> anyhow::Result<()> {
-    let now = crate::clock::SystemClock.now_ms();
+    let now = sluice_broker::clock::SystemClock.now_ms();
     let mut b = BatchBuilder::new(now);
     for order in SEED_ORDERS {
         b.push(now, None, Some(order.as_bytes()), &[]);

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use crate::clock::SystemClock;
-use crate::config::{BrokerConfig, ConfigOverrides};
-use crate::log::LogOptions;
-use crate::node::Node;
-use crate::store::Store;
+use sluice_broker::clock::SystemClock;
+use sluice_broker::config::{BrokerConfig, ConfigOverrides};
+use sluice_broker::log::LogOptions;
+use sluice_broker::node::Node;
+use sluice_broker::store::Store;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -52,6 +52,7 @@ pub fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             &config.data_dir,
             LogOptions::default(),
             Arc::new(SystemClock),
+            &sluice_broker::keyspaces(),
         )
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
         print_report(&store);
@@ -80,7 +81,13 @@ fn run_broker(config: BrokerConfig, demo: bool) -> anyhow::Result<()> {
             let node = Node::start(&config, Arc::new(SystemClock)).await?;
             print_report(node.broker().store());
             if demo {
+                #[cfg(feature = "demo")]
                 println!("{}", super::demo::install(node.broker()).await?);
+                #[cfg(not(feature = "demo"))]
+                anyhow::bail!(
+                    "this sluice was built without the sample functions; rebuild it with \
+                     `--features demo` (the default) to use --demo"
+                );
             }
             let anonymous = if config.auth.allow_anonymous { "anonymous access allowed" } else { "tokens required" };
             println!(

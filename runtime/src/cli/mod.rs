@@ -2,6 +2,7 @@
 //! benchmarks.
 
 mod client;
+#[cfg(feature = "demo")]
 mod demo;
 mod dev;
 

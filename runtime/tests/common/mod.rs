@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use sluice_broker::clock::{Clock, SystemClock};
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::node::Node;
 use sluice_client::{Client, ClientConfig};
-use sluice_runtime::clock::{Clock, SystemClock};
-use sluice_runtime::config::BrokerConfig;
-use sluice_runtime::node::Node;
 
 /// A broker whose data dir is `<dir>/sluice-data`, so that commands run in
 /// `<dir>` find its certificate at the default `./sluice-data/tls/cert.pem`.

@@ -1,4 +1,4 @@
-//! Byte layouts of the keys and values in the metadata column families.
+//! Byte layouts of the keys and values in the catalog's column families.
 //!
 //! These bytes outlive any one build of the broker, so every layout is
 //! written down here and nowhere else, values carry a version byte so they can
@@ -22,8 +22,10 @@
 //! (group, topic)'s keys are contiguous within them, and those are ordered by
 //! partition. Listings that promise alphabetical order sort in memory.
 
-use super::{CF_GROUP_OFFSETS, CF_TOPICS, MetaError};
-use crate::log::TopicConfig;
+use sluice_log::TopicConfig;
+use sluice_meta::MetaError;
+
+use super::{CF_GROUP_OFFSETS, CF_TOPICS};
 
 /// Longest topic or group name, in bytes. Kafka's limit, so names that work
 /// there work here; it also keeps every key far below the u16 length prefix.
@@ -236,24 +238,11 @@ pub fn decode_offset_value(value: &[u8]) -> Result<u64, MetaError> {
     }
 }
 
-/// The smallest key greater than every key starting with `prefix`, or `None`
-/// if there is none (the prefix is empty or all `0xFF`). Used to skip past a
-/// group's keys in one seek.
-pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut out = prefix.to_vec();
-    while let Some(last) = out.pop() {
-        if last < u8::MAX {
-            out.push(last + 1);
-            return Some(out);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use sluice_meta::prefix_successor;
 
     fn is_corrupt(r: Result<impl std::fmt::Debug, MetaError>, want_cf: &str) -> bool {
         matches!(r, Err(MetaError::Corrupt { cf, .. }) if cf == want_cf)
@@ -341,14 +330,6 @@ mod tests {
         // Values written before a field existed still read.
         let old = decode_topic_value(b"\x01{\"partitions\":3}").unwrap();
         assert_eq!(old.partitions, 3);
-    }
-
-    #[test]
-    fn prefix_successor_skips_the_prefix() {
-        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
-        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
-        assert_eq!(prefix_successor(&[]), None);
     }
 
     /// Valid names: 1..=MAX_NAME_LEN bytes of any characters, including

@@ -84,16 +84,13 @@ pub struct Server {
     limits: ServerLimits,
 }
 
-/// Transport settings shared by broker and client: windows large enough
-/// that one stream can fill the link (quinn's defaults cap a stream at
-/// about 1.25 MB in flight).
+/// The broker's transport settings: the windows shared with the client,
+/// its stream limits and idle timeout.
 pub fn transport_config(max_streams: u32, idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(max_streams.into());
     t.max_concurrent_uni_streams(0u8.into());
-    t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
+    sluice_quic::set_windows(&mut t);
     t.max_idle_timeout(idle.try_into().ok());
     t.keep_alive_interval(Some(idle / 3));
     t
@@ -112,7 +109,7 @@ impl Server {
             limits.max_streams_per_connection,
             limits.idle_timeout,
         )));
-        let endpoint = sluice_client::conn::udp_socket(addr)
+        let endpoint = sluice_quic::udp_socket(addr)
             .and_then(|socket| {
                 quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),

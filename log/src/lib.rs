@@ -9,6 +9,8 @@
 //!     recovery-point                  how far the active segment is known good
 //! ```
 //!
+//! - [`clock`]: wall-clock time behind a trait, so time-driven logic here
+//!   and in the layers above is tested with a clock the test controls;
 //! - [`config`]: per-topic settings (partitions, durability, roll, retention);
 //! - [`partition`]: appends, group commit, reads, retention for one partition;
 //! - `segment`: one `.log` file and its indexes, recovery scans;
@@ -21,6 +23,7 @@
 //! topics, writes checkpoints and applies retention. Topic *definitions* are
 //! kept by the metadata store; the log is told which topics exist.
 
+pub mod clock;
 pub mod config;
 pub mod partition;
 

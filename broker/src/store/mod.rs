@@ -1,5 +1,6 @@
 //! The broker's storage opened from one data directory: the metadata store
-//! (which topics exist, with what settings) and the log (their data).
+//! (which topics exist, with what settings — the [`catalog`] — and every
+//! subsystem's own tables) and the log (the topics' data).
 //!
 //! ```text
 //! <data>/meta/   RocksDB: topic definitions, group offsets, …
@@ -15,9 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::Clock;
-use crate::log::{Log, LogError, LogOptions, Topic, TopicConfig, validate_topic_name};
-use crate::meta::{MetaError, MetaStore};
+pub mod catalog;
+
+use sluice_log::clock::Clock;
+use sluice_log::{Log, LogError, LogOptions, Topic, TopicConfig, validate_topic_name};
+use sluice_meta::{Keyspace, MetaError, MetaStore};
+
+pub use catalog::Catalog;
 
 /// Failures opening or changing storage.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +43,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with the catalog's
+    /// tables and those the subsystems declare in `keyspaces` (the broker's
+    /// are [`crate::keyspaces`]).
     pub fn open(
         dir: &Path,
         options: LogOptions,
         clock: Arc<dyn Clock>,
+        keyspaces: &[Keyspace],
     ) -> Result<Store, StoreError> {
         let started = Instant::now();
-        let meta = Arc::new(MetaStore::open(&dir.join("meta"))?);
+        let all: Vec<Keyspace> = catalog::KEYSPACES
+            .iter()
+            .chain(keyspaces)
+            .copied()
+            .collect();
+        let meta = Arc::new(MetaStore::open(&dir.join("meta"), &all)?);
         let topics = meta.list_topics()?;
         let log = Log::open(&dir.join("log"), topics, options, clock)?;
         Ok(Store {

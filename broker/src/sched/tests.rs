@@ -20,8 +20,15 @@ struct Fixture {
 }
 
 fn open_at(dir: tempfile::TempDir, clock: ManualClock, create: bool) -> Fixture {
-    let store =
-        Arc::new(Store::open(dir.path(), LogOptions::default(), Arc::new(clock.clone())).unwrap());
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            LogOptions::default(),
+            Arc::new(clock.clone()),
+            &crate::keyspaces(),
+        )
+        .unwrap(),
+    );
     if create {
         for (name, partitions) in [("t", 1), ("u", 2)] {
             let cfg = TopicConfig {

@@ -52,8 +52,15 @@ impl Got {
 fn fixture(partitions: u32) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let store =
-        Arc::new(Store::open(dir.path(), LogOptions::default(), Arc::new(clock.clone())).unwrap());
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            LogOptions::default(),
+            Arc::new(clock.clone()),
+            &crate::keyspaces(),
+        )
+        .unwrap(),
+    );
     let cfg = TopicConfig {
         partitions,
         ..TopicConfig::default()

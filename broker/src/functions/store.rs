@@ -18,17 +18,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 use sluice_protocol::codec::{DecodeError, Reader, Writer};
 use sluice_protocol::ops::Payload;
 use sluice_protocol::ops::function::FunctionManifest;
 
-use crate::meta::MetaError;
 use crate::store::Store;
+use sluice_meta::{Batch, Keyspace, MetaError, Table, WriteMode, prefix_successor};
 
-pub const CF_FUNCTIONS: &str = "functions";
-pub const CF_FUNCTION_KV: &str = "function_kv";
-pub const CF_FUNCTION_STATE: &str = "function_state";
+/// Function name and version → deployed version; name → active version.
+pub const CF_FUNCTIONS: Keyspace = Keyspace::plain("functions");
+/// Function name and key → a guest's kv value.
+pub const CF_FUNCTION_KV: Keyspace = Keyspace::plain("function_kv");
+/// Transform task state, pending outputs, guest delay ids.
+pub const CF_FUNCTION_STATE: Keyspace = Keyspace::plain("function_state");
+
+/// The function registry's column families, for the metadata store to open.
+pub const KEYSPACES: &[Keyspace] = &[CF_FUNCTIONS, CF_FUNCTION_KV, CF_FUNCTION_STATE];
 
 const V1: u8 = 1;
 
@@ -67,7 +72,7 @@ pub struct PendingBatch {
 }
 
 fn corrupt(what: &str, e: DecodeError) -> MetaError {
-    MetaError::corrupt(CF_FUNCTIONS, format!("{what}: {e}"))
+    MetaError::corrupt(CF_FUNCTIONS.name, format!("{what}: {e}"))
 }
 
 fn versioned(mut bytes: &[u8], what: &str) -> Result<Reader, MetaError> {
@@ -77,7 +82,7 @@ fn versioned(mut bytes: &[u8], what: &str) -> Result<Reader, MetaError> {
             Ok(Reader::new(Bytes::copy_from_slice(bytes)))
         }
         _ => Err(MetaError::corrupt(
-            CF_FUNCTIONS,
+            CF_FUNCTIONS.name,
             format!("{what}: unknown value version"),
         )),
     }
@@ -150,8 +155,8 @@ impl FunctionStore {
     /// Writes a version and makes it the active one, in one synced write.
     pub fn put_version(&self, name: &str, record: &VersionRecord) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        let cf = meta.cf(CF_FUNCTIONS)?;
-        let mut batch = WriteBatch::default();
+        let cf = meta.table(&CF_FUNCTIONS)?;
+        let mut batch = Batch::default();
         let mut w = Writer::new();
         w.u32(record.version)
             .string(&record.digest)
@@ -160,37 +165,34 @@ impl FunctionStore {
         let mut value = vec![V1];
         value.extend_from_slice(&w.finish());
         value.extend_from_slice(&record.manifest.encode());
-        batch.put_cf(cf, version_key(name, record.version), value);
-        batch.put_cf(cf, active_key(name), active_value(record.version));
-        meta.db().write_opt(batch, meta.sync_write_options())?;
+        batch.put(&cf, version_key(name, record.version), value);
+        batch.put(&cf, active_key(name), active_value(record.version));
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 
     /// Makes an existing version the active one.
     pub fn set_active(&self, name: &str, version: u32) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        let cf = meta.cf(CF_FUNCTIONS)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf, active_key(name), active_value(version));
-        meta.db().write_opt(batch, meta.sync_write_options())?;
+        let cf = meta.table(&CF_FUNCTIONS)?;
+        let mut batch = Batch::default();
+        batch.put(&cf, active_key(name), active_value(version));
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 
     /// Every function with its active version number.
     pub fn list_active(&self) -> Result<Vec<(String, u32)>, MetaError> {
         let meta = self.store.meta();
-        let cf = meta.cf(CF_FUNCTIONS)?;
+        let cf = meta.table(&CF_FUNCTIONS)?;
         let mut out = Vec::new();
-        for item in meta
-            .db()
-            .iterator_cf(cf, IteratorMode::From(b"a/", Direction::Forward))
-        {
+        for item in cf.scan_from(b"a/") {
             let (k, v) = item?;
             let Some(name) = k.strip_prefix(b"a/") else {
                 break;
             };
-            let name = std::str::from_utf8(name)
-                .map_err(|_| MetaError::corrupt(CF_FUNCTIONS, "function name is not UTF-8"))?;
+            let name =
+                std::str::from_utf8(name).map_err(|_| cf.corrupt("function name is not UTF-8"))?;
             let mut r = versioned(&v, "active function version")?;
             let version = r.u32("version").map_err(|e| corrupt("active version", e))?;
             out.push((name.to_owned(), version));
@@ -201,8 +203,8 @@ impl FunctionStore {
     /// One stored version of `name`.
     pub fn version(&self, name: &str, version: u32) -> Result<Option<VersionRecord>, MetaError> {
         let meta = self.store.meta();
-        meta.db()
-            .get_pinned_cf(meta.cf(CF_FUNCTIONS)?, version_key(name, version))?
+        meta.table(&CF_FUNCTIONS)?
+            .get(version_key(name, version))?
             .map(|v| decode_version(&v))
             .transpose()
     }
@@ -210,13 +212,10 @@ impl FunctionStore {
     /// Every stored version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, MetaError> {
         let meta = self.store.meta();
-        let cf = meta.cf(CF_FUNCTIONS)?;
+        let cf = meta.table(&CF_FUNCTIONS)?;
         let prefix = name_key("v", name);
         let mut out = Vec::new();
-        for item in meta
-            .db()
-            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
+        for item in cf.scan_from(&prefix) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -231,17 +230,16 @@ impl FunctionStore {
     pub fn delete(&self, name: &str) -> Result<(), MetaError> {
         let digests: Vec<String> = self.versions(name)?.into_iter().map(|v| v.digest).collect();
         let meta = self.store.meta();
-        let db = meta.db();
-        let mut batch = WriteBatch::default();
-        let functions = meta.cf(CF_FUNCTIONS)?;
-        batch.delete_cf(functions, active_key(name));
-        delete_prefix(&mut batch, functions, &name_key("v", name));
-        let state = meta.cf(CF_FUNCTION_STATE)?;
+        let mut batch = Batch::default();
+        let functions = meta.table(&CF_FUNCTIONS)?;
+        batch.delete(&functions, active_key(name));
+        delete_prefix(&mut batch, &functions, &name_key("v", name));
+        let state = meta.table(&CF_FUNCTION_STATE)?;
         for p in ["t", "p", "d"] {
-            delete_prefix(&mut batch, state, &name_key(p, name));
+            delete_prefix(&mut batch, &state, &name_key(p, name));
         }
-        delete_prefix(&mut batch, meta.cf(CF_FUNCTION_KV)?, &kv_prefix(name));
-        db.write_opt(batch, meta.sync_write_options())?;
+        delete_prefix(&mut batch, &meta.table(&CF_FUNCTION_KV)?, &kv_prefix(name));
+        meta.write(batch, WriteMode::Synced)?;
         let still_used: std::collections::HashSet<String> = self
             .list_active()?
             .into_iter()
@@ -259,22 +257,23 @@ impl FunctionStore {
     pub fn kv_get(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
         let meta = self.store.meta();
         Ok(meta
-            .db()
-            .get_cf(meta.cf(CF_FUNCTION_KV)?, kv_key(name, key))?)
+            .table(&CF_FUNCTION_KV)?
+            .get(kv_key(name, key))?
+            .map(|v| v.to_vec()))
     }
 
     /// Adds a call's kv writes to `batch`.
     pub fn kv_write(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         name: &str,
         writes: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
     ) -> Result<(), MetaError> {
-        let cf = self.store.meta().cf(CF_FUNCTION_KV)?;
+        let cf = self.store.meta().table(&CF_FUNCTION_KV)?;
         for (k, v) in writes {
             match v {
-                Some(v) => batch.put_cf(cf, kv_key(name, k), v),
-                None => batch.delete_cf(cf, kv_key(name, k)),
+                Some(v) => batch.put(&cf, kv_key(name, k), v),
+                None => batch.delete(&cf, kv_key(name, k)),
             }
         }
         Ok(())
@@ -285,41 +284,40 @@ impl FunctionStore {
     /// Records which scheduler delay a guest's delay id names.
     pub fn put_delay(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         name: &str,
         guest_id: &str,
         delay_id: u64,
     ) -> Result<(), MetaError> {
-        let cf = self.store.meta().cf(CF_FUNCTION_STATE)?;
+        let cf = self.store.meta().table(&CF_FUNCTION_STATE)?;
         let mut v = vec![V1];
         v.extend_from_slice(&delay_id.to_be_bytes());
-        batch.put_cf(cf, delay_key(name, guest_id), v);
+        batch.put(&cf, delay_key(name, guest_id), v);
         Ok(())
     }
 
     pub fn delay(&self, name: &str, guest_id: &str) -> Result<Option<u64>, MetaError> {
         let meta = self.store.meta();
         let v = meta
-            .db()
-            .get_cf(meta.cf(CF_FUNCTION_STATE)?, delay_key(name, guest_id))?;
+            .table(&CF_FUNCTION_STATE)?
+            .get(delay_key(name, guest_id))?;
         Ok(v.and_then(|v| Some(u64::from_be_bytes(v.get(1..9)?.try_into().ok()?))))
     }
 
     pub fn forget_delay(&self, name: &str, guest_id: &str) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        meta.db()
-            .delete_cf(meta.cf(CF_FUNCTION_STATE)?, delay_key(name, guest_id))?;
-        Ok(())
+        let mut batch = Batch::default();
+        batch.delete(&meta.table(&CF_FUNCTION_STATE)?, delay_key(name, guest_id));
+        meta.write(batch, WriteMode::Unsynced)
     }
 
     // ------------------------------------------------------------ transforms
 
     pub fn task_state(&self, name: &str, partition: u32) -> Result<Option<TaskState>, MetaError> {
         let meta = self.store.meta();
-        let Some(v) = meta.db().get_cf(
-            meta.cf(CF_FUNCTION_STATE)?,
-            partition_key("t", name, partition),
-        )?
+        let Some(v) = meta
+            .table(&CF_FUNCTION_STATE)?
+            .get(partition_key("t", name, partition))?
         else {
             return Ok(None);
         };
@@ -345,13 +343,13 @@ impl FunctionStore {
     /// Adds a task's state and its pending outputs to `batch`.
     pub fn put_task(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         name: &str,
         partition: u32,
         state: &TaskState,
         pending: &[PendingBatch],
     ) -> Result<(), MetaError> {
-        let cf = self.store.meta().cf(CF_FUNCTION_STATE)?;
+        let cf = self.store.meta().table(&CF_FUNCTION_STATE)?;
         let mut w = Writer::new();
         w.u64(state.position)
             .i64(state.producer_id)
@@ -359,7 +357,7 @@ impl FunctionStore {
         for (t, p, s) in &state.sequences {
             w.string(t).u32(*p).u32(*s as u32);
         }
-        batch.put_cf(cf, partition_key("t", name, partition), with_version(w));
+        batch.put(&cf, partition_key("t", name, partition), with_version(w));
         if !pending.is_empty() {
             let mut w = Writer::new();
             w.count(pending.len());
@@ -369,17 +367,16 @@ impl FunctionStore {
                     .u64(b.search_from)
                     .bytes(&b.batch);
             }
-            batch.put_cf(cf, partition_key("p", name, partition), with_version(w));
+            batch.put(&cf, partition_key("p", name, partition), with_version(w));
         }
         Ok(())
     }
 
     pub fn pending(&self, name: &str, partition: u32) -> Result<Vec<PendingBatch>, MetaError> {
         let meta = self.store.meta();
-        let Some(v) = meta.db().get_cf(
-            meta.cf(CF_FUNCTION_STATE)?,
-            partition_key("p", name, partition),
-        )?
+        let Some(v) = meta
+            .table(&CF_FUNCTION_STATE)?
+            .get(partition_key("p", name, partition))?
         else {
             return Ok(Vec::new());
         };
@@ -399,17 +396,18 @@ impl FunctionStore {
     /// the deletion is lost, the next start finds them in the log.
     pub fn clear_pending(&self, name: &str, partition: u32) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        meta.db().delete_cf(
-            meta.cf(CF_FUNCTION_STATE)?,
+        let mut batch = Batch::default();
+        batch.delete(
+            &meta.table(&CF_FUNCTION_STATE)?,
             partition_key("p", name, partition),
-        )?;
-        Ok(())
+        );
+        meta.write(batch, WriteMode::Unsynced)
     }
 
     /// Writes `batch` synced.
-    pub fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
+    pub fn commit(&self, batch: Batch) -> Result<(), MetaError> {
         let meta = self.store.meta();
-        meta.db().write_opt(batch, meta.sync_write_options())?;
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 }
@@ -470,13 +468,11 @@ fn delay_key(name: &str, guest_id: &str) -> Vec<u8> {
     k
 }
 
-fn delete_prefix(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, prefix: &[u8]) {
-    let mut end = prefix.to_vec();
-    // Names end in `/` or `\0`, never 0xFF: bumping the last byte bounds them.
-    if let Some(last) = end.last_mut() {
-        *last += 1;
+fn delete_prefix(batch: &mut Batch, table: &Table<'_>, prefix: &[u8]) {
+    // Names end in `/` or `\0`, never 0xFF, so the prefix has a successor.
+    if let Some(end) = prefix_successor(prefix) {
+        batch.delete_range(table, prefix, &end);
     }
-    batch.delete_range_cf(cf, prefix, &end);
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -54,7 +54,9 @@ use crate::meta::MetaError;
 use crate::sched::Scheduler;
 use crate::store::Store;
 
-pub use store::{CF_FUNCTION_KV, CF_FUNCTION_STATE, CF_FUNCTIONS, FunctionStore, VersionRecord};
+pub use store::{
+    CF_FUNCTION_KV, CF_FUNCTION_STATE, CF_FUNCTIONS, FunctionStore, KEYSPACES, VersionRecord,
+};
 
 /// Longest function name.
 pub const MAX_NAME_LEN: usize = 128;

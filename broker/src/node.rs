@@ -115,6 +115,7 @@ impl Node {
                 &data_dir,
                 LogOptions::default(),
                 clock.clone(),
+                &crate::keyspaces(),
             )?);
             let scheduler = Scheduler::open(store.clone(), clock, sched_options)?;
             anyhow::Ok((store, Arc::new(scheduler)))

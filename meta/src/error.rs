@@ -29,16 +29,20 @@ pub enum MetaError {
     InvalidName(String),
 
     /// A column family the store needs is missing from the open database.
-    /// Cannot happen with databases opened by [`super::MetaStore::open`],
+    /// Cannot happen with databases opened by [`crate::MetaStore::open`],
     /// which creates them; reported rather than panicking all the same.
     #[error("metadata store: column family {0:?} is missing")]
     MissingColumnFamily(&'static str),
+
+    /// Two subsystems declared a column family of the same name.
+    #[error("metadata store: column family {0:?} is declared twice; give each subsystem its own")]
+    DuplicateKeyspace(&'static str),
 
     /// A value could not be serialised for storage.
     #[error("metadata store: cannot encode {what}: {reason}")]
     Encode { what: &'static str, reason: String },
 
-    /// A blocking metadata call run through [`super::MetaStore::call`]
+    /// A blocking metadata call run through [`crate::MetaStore::call`]
     /// panicked or was cancelled before it finished.
     #[error("metadata task failed: {0}")]
     TaskFailed(String),
@@ -53,12 +57,14 @@ impl MetaError {
             MetaError::Corrupt { .. } => "meta.corrupt",
             MetaError::InvalidName(_) => "meta.invalid_name",
             MetaError::MissingColumnFamily(_) => "meta.missing_column_family",
+            MetaError::DuplicateKeyspace(_) => "meta.duplicate_keyspace",
             MetaError::Encode { .. } => "meta.encode",
             MetaError::TaskFailed(_) => "meta.task_failed",
         }
     }
 
-    pub(crate) fn corrupt(cf: &'static str, reason: impl Into<String>) -> Self {
+    /// A [`MetaError::Corrupt`] in column family `cf`.
+    pub fn corrupt(cf: &'static str, reason: impl Into<String>) -> Self {
         MetaError::Corrupt {
             cf,
             reason: reason.into(),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use rocksdb::WriteBatch;
+use sluice_meta::{Batch, WriteMode};
 use sluice_protocol::batch::{BatchBuilder, BatchIter};
 
 use super::keys::{DueKey, Entry, IdState, Intent, StateKey};
@@ -81,10 +81,10 @@ impl Scheduler {
     /// Reads the stored messages at `keys` (`None` where there is none: it
     /// was cancelled after its key went into the wheel).
     fn read_entries(&self, keys: &[DueKey]) -> Result<Vec<Option<Entry>>, SchedError> {
-        let meta = self.store.meta();
         let encoded: Vec<[u8; 16]> = keys.iter().map(|k| k.encode()).collect();
-        meta.db()
-            .batched_multi_get_cf(self.families()?.delays, encoded.iter(), true)
+        self.families()?
+            .delays
+            .multi_get(encoded.iter(), true)
             .into_iter()
             .map(|r| match r? {
                 Some(v) => Entry::decode(&v).map(Some),
@@ -206,12 +206,12 @@ impl Scheduler {
             return Ok(());
         }
         let state_cf = self.families()?.state;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for p in prepared {
-            batch.put_cf(state_cf, StateKey::intent(p.intent.id), p.intent.encode());
+            batch.put(&state_cf, StateKey::intent(p.intent.id), p.intent.encode());
         }
         let meta = self.store.meta();
-        meta.db().write_opt(batch, meta.sync_write_options())?;
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 
@@ -318,16 +318,16 @@ impl Scheduler {
     ) -> Result<(), SchedError> {
         let cfs = self.families()?;
         let now = self.now_ms();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut released = Vec::new();
         let mut reinserted = Vec::new();
         let mut delivered = 0u64;
         let mut lateness = Vec::new();
         for id in finished_intents {
-            batch.delete_cf(cfs.state, StateKey::intent(*id));
+            batch.delete(&cfs.state, StateKey::intent(*id));
         }
         for p in &appended {
-            batch.delete_cf(cfs.state, StateKey::intent(p.intent.id));
+            batch.delete(&cfs.state, StateKey::intent(p.intent.id));
             for (key, entry) in p.intent.keys.iter().zip(&p.entries) {
                 cfs.remove_pending(&mut batch, *key, &entry.topic);
                 released.push(*key);
@@ -372,7 +372,7 @@ impl Scheduler {
             released.push(*key);
         }
         let meta = self.store.meta();
-        if let Err(e) = meta.db().write_opt(batch, meta.sync_write_options()) {
+        if let Err(e) = meta.write(batch, WriteMode::Synced) {
             // The intents stay on disk and in the caller's list: the next
             // tick retries, checking the log first.
             return Err(e.into());

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rocksdb::WriteBatch;
 use sluice_host_api::{BatchContext, Effects, TransformOutput};
+use sluice_meta::Batch;
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::function::{Attach, LogLevel};
@@ -106,7 +106,7 @@ async fn serve(
                 .map_err(|e| e.to_string())?,
             sequences: Vec::new(),
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         s.fs.put_task(&mut batch, &name, partition, &state, &[])
             .map_err(|e| e.to_string())?;
         s.fs.commit(batch).map_err(|e| e.to_string())?;
@@ -311,7 +311,7 @@ impl Task {
                 .map(|(t, p, s)| ((t.clone(), *p), *s))
                 .collect();
             let mut out = OutputBatches::with_producer(now, state.producer_id, sequences);
-            let mut kv = WriteBatch::default();
+            let mut kv = Batch::default();
             let mut scheduled = Effects::default();
             let mut dead = 0;
             let mut unwritable = 0;

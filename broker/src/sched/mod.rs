@@ -45,7 +45,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{ColumnFamily, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch};
+use rocksdb::{MergeOperands, Options, ReadOptions};
+use sluice_meta::{Batch, Keyspace, Table, WriteMode};
 use sluice_protocol::ops::{CancelOutcome, DelaySummary, DelayedRecord, LoopSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -61,15 +62,24 @@ pub use retry::RetryLadder;
 use wheel::TimingWheel;
 
 /// Due key → scheduled message.
-pub const CF_DELAYS: &str = "delays";
+pub const CF_DELAYS: Keyspace = Keyspace::tuned("delays", compact_tombstones);
 /// Delay id → where it waits, or how it finished.
-pub const CF_DELAY_IDS: &str = "delay_ids";
+pub const CF_DELAY_IDS: Keyspace = Keyspace::tuned("delay_ids", expire_finished_ids);
 /// Topic ++ due key → nothing: one topic's pending messages in due order.
-pub const CF_DELAY_TOPICS: &str = "delay_topics";
+pub const CF_DELAY_TOPICS: Keyspace = Keyspace::tuned("delay_topics", compact_tombstones);
 /// Topic → pending count (merge operator adds deltas).
-pub const CF_DELAY_COUNTS: &str = "delay_counts";
+pub const CF_DELAY_COUNTS: Keyspace = Keyspace::tuned("delay_counts", sum_counts);
 /// The scheduler's own state: sequence block, dispatch intents.
-pub const CF_DELAY_STATE: &str = "delay_state";
+pub const CF_DELAY_STATE: Keyspace = Keyspace::plain("delay_state");
+
+/// The scheduler's column families, for the metadata store to open.
+pub const KEYSPACES: &[Keyspace] = &[
+    CF_DELAYS,
+    CF_DELAY_IDS,
+    CF_DELAY_TOPICS,
+    CF_DELAY_COUNTS,
+    CF_DELAY_STATE,
+];
 
 /// How long a finished delay id is remembered, so cancelling it answers
 /// "already delivered" rather than "unknown".
@@ -79,27 +89,28 @@ pub const FINISHED_ID_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// one out costs no write.
 const SEQ_BLOCK: u64 = 1 << 20;
 
-/// Sets the per-family options of the scheduler's column families (called by
-/// the metadata store when it opens them).
-pub(crate) fn tune_column_family(name: &str, opts: &mut Options) {
-    match name {
-        CF_DELAYS | CF_DELAY_TOPICS => {
-            // Dispatched messages leave tombstones at the front of the due
-            // order; compact files that fill up with them so scans stay fast.
-            opts.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5);
-        }
-        CF_DELAY_COUNTS => opts.set_merge_operator_associative("sluice.add_i64", add_counts),
-        CF_DELAY_IDS => opts.set_compaction_filter("sluice.finished_ids", |_, _, value: &[u8]| {
-            let now = crate::clock::SystemClock.now_ms();
-            match IdState::finished_at(value) {
-                Some(at) if now.saturating_sub(at) > FINISHED_ID_RETENTION_MS => {
-                    rocksdb::CompactionDecision::Remove
-                }
-                _ => rocksdb::CompactionDecision::Keep,
+/// Dispatched messages leave tombstones at the front of the due order;
+/// compact files that fill up with them so scans stay fast.
+fn compact_tombstones(opts: &mut Options) {
+    opts.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5);
+}
+
+/// Pending counts are kept as deltas that RocksDB adds up.
+fn sum_counts(opts: &mut Options) {
+    opts.set_merge_operator_associative("sluice.add_i64", add_counts);
+}
+
+/// Finished delay ids are forgotten by compaction once past their retention.
+fn expire_finished_ids(opts: &mut Options) {
+    opts.set_compaction_filter("sluice.finished_ids", |_, _, value: &[u8]| {
+        let now = crate::clock::SystemClock.now_ms();
+        match IdState::finished_at(value) {
+            Some(at) if now.saturating_sub(at) > FINISHED_ID_RETENTION_MS => {
+                rocksdb::CompactionDecision::Remove
             }
-        }),
-        _ => {}
-    }
+            _ => rocksdb::CompactionDecision::Keep,
+        }
+    });
 }
 
 fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
@@ -113,33 +124,33 @@ fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) ->
 /// The scheduler's column families, looked up once per operation, and the
 /// writes that keep them consistent with each other.
 struct Families<'a> {
-    delays: &'a ColumnFamily,
-    ids: &'a ColumnFamily,
-    topics: &'a ColumnFamily,
-    counts: &'a ColumnFamily,
-    state: &'a ColumnFamily,
+    delays: Table<'a>,
+    ids: Table<'a>,
+    topics: Table<'a>,
+    counts: Table<'a>,
+    state: Table<'a>,
 }
 
 impl Families<'_> {
     /// Adds to `batch` a pending message at `key`: the message, its topic
     /// index entry, its topic's count and its id's state.
-    fn put_pending(&self, batch: &mut WriteBatch, key: DueKey, entry: &Entry) {
-        batch.put_cf(self.delays, key.encode(), entry.encode());
-        batch.put_cf(self.topics, keys::topic_index_key(&entry.topic, key), []);
-        batch.merge_cf(self.counts, entry.topic.as_bytes(), keys::count_delta(1));
+    fn put_pending(&self, batch: &mut Batch, key: DueKey, entry: &Entry) {
+        batch.put(&self.delays, key.encode(), entry.encode());
+        batch.put(&self.topics, keys::topic_index_key(&entry.topic, key), b"");
+        batch.merge(&self.counts, entry.topic.as_bytes(), keys::count_delta(1));
         self.set_id(batch, entry.delay_id, IdState::Pending(key));
     }
 
     /// Adds to `batch` the removal of a pending message at `key` (its id's
     /// new state is the caller's to set).
-    fn remove_pending(&self, batch: &mut WriteBatch, key: DueKey, topic: &str) {
-        batch.delete_cf(self.delays, key.encode());
-        batch.delete_cf(self.topics, keys::topic_index_key(topic, key));
-        batch.merge_cf(self.counts, topic.as_bytes(), keys::count_delta(-1));
+    fn remove_pending(&self, batch: &mut Batch, key: DueKey, topic: &str) {
+        batch.delete(&self.delays, key.encode());
+        batch.delete(&self.topics, keys::topic_index_key(topic, key));
+        batch.merge(&self.counts, topic.as_bytes(), keys::count_delta(-1));
     }
 
-    fn set_id(&self, batch: &mut WriteBatch, delay_id: u64, state: IdState) {
-        batch.put_cf(self.ids, keys::id_key(delay_id), state.encode());
+    fn set_id(&self, batch: &mut Batch, delay_id: u64, state: IdState) {
+        batch.put(&self.ids, keys::id_key(delay_id), state.encode());
     }
 }
 
@@ -295,9 +306,8 @@ impl Scheduler {
         options: SchedulerOptions,
     ) -> Result<Scheduler, SchedError> {
         let meta = store.meta().clone();
-        let db = meta.db();
-        let state_cf = meta.cf(CF_DELAY_STATE)?;
-        let seq_start = match db.get_pinned_cf(state_cf, StateKey::SEQ_LIMIT)? {
+        let state_cf = meta.table(&CF_DELAY_STATE)?;
+        let seq_start = match state_cf.get(StateKey::SEQ_LIMIT)? {
             Some(v) => u64::from_be_bytes(
                 v[..]
                     .try_into()
@@ -307,9 +317,7 @@ impl Scheduler {
             None => 1,
         };
         let mut intents = Vec::new();
-        let mut read = ReadOptions::default();
-        read.set_iterate_range(rocksdb::PrefixRange(StateKey::INTENT_PREFIX));
-        for item in db.iterator_cf_opt(state_cf, read, IteratorMode::Start) {
+        for item in state_cf.scan_prefix(StateKey::INTENT_PREFIX) {
             let (k, v) = item?;
             let id = k[StateKey::INTENT_PREFIX.len()..]
                 .try_into()
@@ -362,11 +370,11 @@ impl Scheduler {
     fn families(&self) -> Result<Families<'_>, SchedError> {
         let meta = self.store.meta();
         Ok(Families {
-            delays: meta.cf(CF_DELAYS)?,
-            ids: meta.cf(CF_DELAY_IDS)?,
-            topics: meta.cf(CF_DELAY_TOPICS)?,
-            counts: meta.cf(CF_DELAY_COUNTS)?,
-            state: meta.cf(CF_DELAY_STATE)?,
+            delays: meta.table(&CF_DELAYS)?,
+            ids: meta.table(&CF_DELAY_IDS)?,
+            topics: meta.table(&CF_DELAY_TOPICS)?,
+            counts: meta.table(&CF_DELAY_COUNTS)?,
+            state: meta.table(&CF_DELAY_STATE)?,
         })
     }
 
@@ -376,13 +384,13 @@ impl Scheduler {
         if st.next_seq >= st.seq_limit {
             let limit = st.next_seq + SEQ_BLOCK;
             let meta = self.store.meta();
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                self.families()?.state,
+            let mut batch = Batch::default();
+            batch.put(
+                &self.families()?.state,
                 StateKey::SEQ_LIMIT,
                 limit.to_be_bytes(),
             );
-            meta.db().write_opt(batch, meta.sync_write_options())?;
+            meta.write(batch, WriteMode::Synced)?;
             st.seq_limit = limit;
         }
         let seq = st.next_seq;
@@ -481,7 +489,7 @@ impl Scheduler {
 
     fn write_scheduled(&self, accepted: &[(DueKey, Delivery)]) -> Result<(), SchedError> {
         let cfs = self.families()?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for (key, d) in accepted {
             let mut record = d.record.clone();
             record
@@ -498,7 +506,7 @@ impl Scheduler {
             cfs.put_pending(&mut batch, *key, &entry);
         }
         let meta = self.store.meta();
-        meta.db().write_opt(batch, meta.sync_write_options())?;
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 
@@ -526,13 +534,10 @@ impl Scheduler {
     /// nor dropped yet. One metadata read.
     pub fn is_pending(&self, delay_id: u64) -> Result<bool, SchedError> {
         let cfs = self.families()?;
-        let meta = self.store.meta();
-        Ok(
-            match meta.db().get_pinned_cf(cfs.ids, keys::id_key(delay_id))? {
-                Some(v) => matches!(IdState::decode(&v)?, IdState::Pending(_)),
-                None => false,
-            },
-        )
+        Ok(match cfs.ids.get(keys::id_key(delay_id))? {
+            Some(v) => matches!(IdState::decode(&v)?, IdState::Pending(_)),
+            None => false,
+        })
     }
 
     pub fn cancel(&self, delay_id: u64) -> Result<(CancelOutcome, String), SchedError> {
@@ -540,7 +545,7 @@ impl Scheduler {
         let cfs = self.families()?;
         let mut st = self.state.lock();
         loop {
-            let state = match meta.db().get_pinned_cf(cfs.ids, keys::id_key(delay_id))? {
+            let state = match cfs.ids.get(keys::id_key(delay_id))? {
                 Some(v) => IdState::decode(&v)?,
                 None => {
                     return Ok((
@@ -583,19 +588,19 @@ impl Scheduler {
                 self.released.wait(&mut st);
                 continue;
             }
-            let Some(value) = meta.db().get_pinned_cf(cfs.delays, key.encode())? else {
+            let Some(value) = cfs.delays.get(key.encode())? else {
                 return Err(SchedError::corrupt(format!(
                     "delay {delay_id} points at a missing message"
                 )));
             };
             let entry = Entry::decode(&value)?;
             let now = self.now_ms();
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             cfs.remove_pending(&mut batch, key, &entry.topic);
             cfs.set_id(&mut batch, delay_id, IdState::Cancelled { at_ms: now });
             // Written while holding the state lock, so no dispatch round can
             // claim the key between our check and the delete.
-            meta.db().write_opt(batch, meta.sync_write_options())?;
+            meta.write(batch, WriteMode::Synced)?;
             drop(st);
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return Ok((
@@ -612,17 +617,16 @@ impl Scheduler {
     /// due time. Reads one counter and one key per topic.
     pub fn list(&self, topic: Option<&str>) -> Result<Vec<DelaySummary>, SchedError> {
         let meta = self.store.meta();
-        let db = meta.db();
-        let counts = meta.cf(CF_DELAY_COUNTS)?;
+        let counts = meta.table(&CF_DELAY_COUNTS)?;
         let mut pending: Vec<(String, i64)> = Vec::new();
         match topic {
             Some(t) => {
-                if let Some(v) = db.get_pinned_cf(counts, t.as_bytes())? {
+                if let Some(v) = counts.get(t.as_bytes())? {
                     pending.push((t.to_owned(), keys::decode_count(&v)));
                 }
             }
             None => {
-                for item in db.iterator_cf(counts, IteratorMode::Start) {
+                for item in counts.scan() {
                     let (k, v) = item?;
                     pending.push((
                         String::from_utf8_lossy(&k).into_owned(),
@@ -631,13 +635,11 @@ impl Scheduler {
                 }
             }
         }
-        let index = meta.cf(CF_DELAY_TOPICS)?;
+        let index = meta.table(&CF_DELAY_TOPICS)?;
         let mut out = Vec::new();
         for (topic, count) in pending.into_iter().filter(|(_, c)| *c > 0) {
             let prefix = keys::topic_prefix(&topic);
-            let mut read = ReadOptions::default();
-            read.set_iterate_range(rocksdb::PrefixRange(prefix.as_slice()));
-            let next_due_ms = match db.iterator_cf_opt(index, read, IteratorMode::Start).next() {
+            let next_due_ms = match index.scan_prefix(&prefix).next() {
                 Some(item) => keys::due_key_of_topic_index(&item?.0)?.due_ms as i64,
                 None => -1,
             };
@@ -677,7 +679,8 @@ impl Scheduler {
             read.set_iterate_lower_bound(from.encode().to_vec());
             read.set_iterate_upper_bound(to.encode().to_vec());
             let mut found = Vec::new();
-            let mut it = meta.db().raw_iterator_cf_opt(meta.cf(CF_DELAYS)?, read);
+            let delays = meta.table(&CF_DELAYS)?;
+            let mut it = delays.cursor(read);
             it.seek_to_first();
             while let Some(k) = it.key() {
                 found.push(DueKey::decode(k)?);

@@ -12,7 +12,8 @@ use super::{
     copies, resolve_offset,
 };
 use crate::log::{LogError, Partition};
-use crate::meta::{Durability, MetaError};
+use crate::meta::{Batch, MetaError, WriteMode};
+use crate::store::Catalog;
 
 impl Groups {
     /// The keys the group's progress is kept under: "" for a clustering
@@ -145,10 +146,7 @@ impl Groups {
     pub fn list(&self) -> Result<ListGroupsResponse> {
         let meta = self.store.meta();
         let mut names = Vec::new();
-        for item in meta
-            .db()
-            .iterator_cf(meta.cf(CF_GROUPS)?, rocksdb::IteratorMode::Start)
-        {
+        for item in meta.table(&CF_GROUPS)?.scan() {
             let (k, _) = item.map_err(MetaError::from)?;
             names.push(String::from_utf8_lossy(&k).into_owned());
         }
@@ -225,7 +223,7 @@ impl Groups {
                 }
             }
             let all = std::mem::take(&mut *commits);
-            if let Err(e) = self.write_offsets(&all, Durability::Synced) {
+            if let Err(e) = self.write_offsets(&all, WriteMode::Synced) {
                 *commits = all;
                 return Err(e);
             }
@@ -298,13 +296,9 @@ impl Groups {
         }
         self.groups.lock().remove(name);
         let meta = self.store.meta();
-        meta.db()
-            .delete_cf_opt(
-                meta.cf(CF_GROUPS)?,
-                name.as_bytes(),
-                meta.sync_write_options(),
-            )
-            .map_err(MetaError::from)?;
+        let mut batch = Batch::default();
+        batch.delete(&meta.table(&CF_GROUPS)?, name.as_bytes());
+        meta.write(batch, WriteMode::Synced)?;
         let prefix = format!("{name}/");
         for owner in meta.list_groups()? {
             if owner == name || owner.starts_with(&prefix) {

@@ -55,9 +55,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::log::{LogError, Partition, TopicConfig};
-use crate::meta::{Durability, MetaError};
+use crate::meta::{Batch, Keyspace, MetaError, WriteMode};
 use crate::sched::{Delivery, RetryLadder, SchedError, Scheduler};
-use crate::store::{Store, StoreError};
+use crate::store::{Catalog, Store, StoreError};
 
 use copies::Origin;
 use deliver::{Budget, NewReader, redeliver};
@@ -67,7 +67,10 @@ use settings::{
 use window::{Expired, MemberSlot, SettleOutcome, Window};
 
 /// Group name → its settings (`GroupSettings` in wire encoding).
-pub const CF_GROUPS: &str = "groups";
+pub const CF_GROUPS: Keyspace = Keyspace::plain("groups");
+
+/// The groups' column families, for the metadata store to open.
+pub const KEYSPACES: &[Keyspace] = &[CF_GROUPS];
 
 /// A server-side filter attached to a group (a filter function): asked
 /// about every stored batch of new messages before they enter the group's
@@ -457,14 +460,10 @@ impl Groups {
 
     fn stored_settings(&self, name: &str) -> Result<Option<GroupSettings>> {
         let meta = self.store.meta();
-        let Some(raw) = meta
-            .db()
-            .get_cf(meta.cf(CF_GROUPS)?, name.as_bytes())
-            .map_err(MetaError::from)?
-        else {
+        let Some(raw) = meta.table(&CF_GROUPS)?.get(name.as_bytes())? else {
             return Ok(None);
         };
-        let mut r = Reader::new(raw.into());
+        let mut r = Reader::new(raw.to_vec().into());
         GroupSettings::read(&mut r)
             .map(Some)
             .map_err(|e| GroupError::Invalid(format!("stored settings of group {name:?}: {e}")))
@@ -474,14 +473,9 @@ impl Groups {
         let meta = self.store.meta();
         let mut w = Writer::new();
         s.write(&mut w);
-        meta.db()
-            .put_cf_opt(
-                meta.cf(CF_GROUPS)?,
-                name.as_bytes(),
-                w.finish(),
-                meta.sync_write_options(),
-            )
-            .map_err(MetaError::from)?;
+        let mut batch = Batch::default();
+        batch.put(&meta.table(&CF_GROUPS)?, name.as_bytes(), w.finish());
+        meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }
 
@@ -1071,7 +1065,7 @@ impl Groups {
         }
         // Unsynced: see `MetaStore::commit_offsets_with`. Shutdown and
         // resets commit synced.
-        if let Err(e) = self.commit(Durability::Unsynced) {
+        if let Err(e) = self.commit(WriteMode::Unsynced) {
             tracing::warn!(error = %e, "could not commit group offsets; will retry");
         }
     }
@@ -1080,18 +1074,18 @@ impl Groups {
     /// settings change). What fails to be written is kept and written with
     /// the next commit.
     pub fn flush(&self) -> Result<()> {
-        self.commit(Durability::Synced)
+        self.commit(WriteMode::Synced)
     }
 
     /// Collects every moved offset and writes them.
-    fn commit(&self, durability: Durability) -> Result<()> {
+    fn commit(&self, mode: WriteMode) -> Result<()> {
         let mut pending = self.commits.lock();
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
         for g in &groups {
             pending.extend(collect_commits(g, &mut g.state.lock()));
         }
         let all = std::mem::take(&mut *pending);
-        if let Err(e) = self.write_offsets(&all, durability) {
+        if let Err(e) = self.write_offsets(&all, mode) {
             *pending = all;
             return Err(e);
         }
@@ -1100,7 +1094,7 @@ impl Groups {
 
     /// Writes offsets, one atomic write per owner; a later entry for the
     /// same partition wins. Callers hold the `commits` lock.
-    fn write_offsets(&self, commits: &[Commit], durability: Durability) -> Result<()> {
+    fn write_offsets(&self, commits: &[Commit], mode: WriteMode) -> Result<()> {
         let mut by_owner: BTreeMap<&str, Vec<(&str, u32, u64)>> = BTreeMap::new();
         for c in commits {
             by_owner
@@ -1111,7 +1105,7 @@ impl Groups {
         for (owner, offsets) in by_owner {
             self.store
                 .meta()
-                .commit_offsets_with(owner, &offsets, durability)?;
+                .commit_offsets_with(owner, &offsets, mode)?;
         }
         Ok(())
     }

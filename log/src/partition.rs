@@ -678,7 +678,7 @@ impl Partition {
     }
 
     /// Bytes written to the active segment since the last checkpoint.
-    pub(crate) fn bytes_since_checkpoint(&self) -> u64 {
+    pub fn bytes_since_checkpoint(&self) -> u64 {
         let last = *self.checkpoint_lock.lock();
         let w = self.writer.lock();
         match last {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rocksdb::WriteBatch;
 use sluice_host_api::{Effects, OutgoingMessage, Scheduled};
+use sluice_meta::Batch;
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::DelayedRecord;
 use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
@@ -199,7 +199,7 @@ pub fn commit(
         return Ok(());
     }
     let log = fs.store().log();
-    let mut batch = WriteBatch::default();
+    let mut batch = Batch::default();
     fs.kv_write(&mut batch, name, &effects.kv_writes)
         .map_err(|e| e.to_string())?;
     schedule(fs, scheduler, name, &effects.scheduled, keyless, &mut batch)?;
@@ -227,7 +227,7 @@ pub fn schedule(
     name: &str,
     scheduled: &[Scheduled],
     keyless: u32,
-    batch: &mut WriteBatch,
+    batch: &mut Batch,
 ) -> Result<(), String> {
     if scheduled.is_empty() {
         return Ok(());
