@@ -7,13 +7,16 @@
 //! that also re-inserts the next occurrence of loop messages and marks the
 //! ids delivered.
 //!
-//! A crash after the intent and before that last write leaves the intent.
-//! Resolving it ([`Scheduler::resolve_leftovers`]) searches the partition
-//! from the log end the intent recorded for a batch whose first record
-//! carries the intent's first (delay id, due time): found means the append
-//! happened and is not repeated. The batches carry no producer id: the
-//! intent and this search make the append idempotent, without sequence
-//! numbers that could disagree with the log after a crash.
+//! Every batch is stamped with the scheduler's idempotent-producer id and
+//! the next sequence the partition expects from it, and the intent records
+//! that stamp. A crash after the intent and before that last write leaves
+//! the intent; resolving it ([`Scheduler::resolve_leftovers`]) rebuilds the
+//! same batch and appends it through [`Partition::write_replayed`], the one
+//! idempotent append the broker's writers share: the partition's producer
+//! table, which survives restarts whole, says whether it is already written.
+//! Intents left by an older broker carry no stamp and are resolved the old
+//! way, by searching the log from the end the intent recorded for a batch
+//! whose first record carries the intent's first (delay id, due time).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,6 +171,10 @@ impl Scheduler {
 
         let mut prepared = Vec::new();
         let mut dropped = Vec::new();
+        // Sequences handed to this round's batches, per partition: a
+        // partition's producer table only learns of a batch once it is
+        // appended, and one round may send it several.
+        let mut next_sequence: HashMap<(String, u32), i32> = HashMap::new();
         for target in order {
             let group = groups.remove(&target).unwrap_or_default();
             let partition = match self.store.log().partition(&target.0, target.1) {
@@ -187,14 +194,15 @@ impl Scheduler {
             for (key, entry) in group {
                 let size = entry.record.approx_size() + RECORD_OVERHEAD;
                 if !chunk.is_empty() && bytes + size > limit {
-                    prepared.push(self.prepare(&partition, std::mem::take(&mut chunk), now)?);
+                    let chunk = std::mem::take(&mut chunk);
+                    prepared.push(self.prepare(&partition, chunk, now, &mut next_sequence)?);
                     bytes = BATCH_OVERHEAD;
                 }
                 bytes += size;
                 chunk.push((key, entry));
             }
             if !chunk.is_empty() {
-                prepared.push(self.prepare(&partition, chunk, now)?);
+                prepared.push(self.prepare(&partition, chunk, now, &mut next_sequence)?);
             }
         }
         Ok((prepared, dropped))
@@ -220,12 +228,19 @@ impl Scheduler {
         partition: &Partition,
         chunk: Vec<(DueKey, Entry)>,
         now: i64,
+        next_sequence: &mut HashMap<(String, u32), i32>,
     ) -> Result<Prepared, SchedError> {
         let id = {
             let mut st = self.state.lock();
             self.next_seq(&mut st)?
         };
         let (keys, entries): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+        let next = next_sequence
+            .entry((partition.topic().to_owned(), partition.id()))
+            .or_insert_with(|| partition.next_sequence(self.producer_id));
+        let base_sequence = *next;
+        // Sequences wrap at i32::MAX like every producer's.
+        *next = ((i64::from(base_sequence) + keys.len() as i64) % (i64::from(i32::MAX) + 1)) as i32;
         Ok(Prepared {
             intent: Intent {
                 id,
@@ -234,6 +249,7 @@ impl Scheduler {
                 log_end_before: partition.log_end_offset(),
                 dispatch_ms: now,
                 keys,
+                stamp: Some((self.producer_id, base_sequence)),
             },
             entries,
         })
@@ -267,36 +283,42 @@ impl Scheduler {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if check_log && batch_in_log(&partition, &p)? {
-                report.already_in_log += 1;
-                tracing::info!(
-                    topic = %p.intent.topic,
-                    partition = p.intent.partition,
-                    messages = p.entries.len(),
-                    "dispatch found already in the log; not appending again"
-                );
-            } else {
-                let batch = build_batch(&p);
-                match partition.write_batch(batch) {
-                    Ok(pending) => waits.push((partition.clone(), pending)),
-                    // Checked at schedule time, so only a topic whose limit
-                    // shrank since gets here: a message that can never be
-                    // appended must not stop every other delivery.
-                    Err(e @ (LogError::BatchTooLarge { .. } | LogError::InvalidBatch(_)))
-                        if p.entries.len() == 1 =>
-                    {
-                        tracing::error!(
-                            topic = %p.intent.topic,
-                            delay_id = p.entries[0].delay_id,
-                            error = %e,
-                            "dropping a delayed message its topic refuses"
-                        );
-                        finished_intents.push(p.intent.id);
-                        dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+            let legacy_in_log =
+                p.intent.stamp.is_none() && check_log && batch_in_log(&partition, &p)?;
+            let batch = build_batch(&p);
+            let written = match p.intent.stamp {
+                _ if legacy_in_log => Ok(None),
+                Some(_) => partition.write_replayed(batch),
+                None => partition.write_batch(batch).map(Some),
+            };
+            match written {
+                Ok(Some(pending)) => waits.push((partition.clone(), pending)),
+                Ok(None) => {
+                    report.already_in_log += 1;
+                    tracing::info!(
+                        topic = %p.intent.topic,
+                        partition = p.intent.partition,
+                        messages = p.entries.len(),
+                        "dispatch found already in the log; not appending again"
+                    );
                 }
+                // Checked at schedule time, so only a topic whose limit
+                // shrank since gets here: a message that can never be
+                // appended must not stop every other delivery.
+                Err(e @ (LogError::BatchTooLarge { .. } | LogError::InvalidBatch(_)))
+                    if p.entries.len() == 1 =>
+                {
+                    tracing::error!(
+                        topic = %p.intent.topic,
+                        delay_id = p.entries[0].delay_id,
+                        error = %e,
+                        "dropping a delayed message its topic refuses"
+                    );
+                    finished_intents.push(p.intent.id);
+                    dropped.extend(p.intent.keys.iter().copied().zip(p.entries));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             }
             appended.push(p);
         }
@@ -415,10 +437,14 @@ impl Scheduler {
     }
 }
 
-/// The record batch for a prepared dispatch. Its first record's delay id
-/// and due time identify it in the log (see [`batch_in_log`]).
+/// The record batch for a prepared dispatch, stamped with the intent's
+/// (producer id, base sequence). Built the same from the same intent, so a
+/// replay after a crash is byte for byte the batch that may be in the log.
 fn build_batch(p: &Prepared) -> BytesMut {
     let mut b = BatchBuilder::new(p.intent.dispatch_ms);
+    if let Some((producer_id, base_sequence)) = p.intent.stamp {
+        b = b.producer(producer_id, 0, base_sequence);
+    }
     for (key, entry) in p.intent.keys.iter().zip(&p.entries) {
         let r = &entry.record;
         let delay_id = entry.delay_id.to_be_bytes();
@@ -444,8 +470,8 @@ fn build_batch(p: &Prepared) -> BytesMut {
     BytesMut::from(&b.finish()[..])
 }
 
-/// Whether the batch of `p` is in the partition at or after the log end
-/// its intent recorded.
+/// Whether the batch of an unstamped (older broker's) intent is in the
+/// partition at or after the log end the intent recorded.
 fn batch_in_log(partition: &Arc<Partition>, p: &Prepared) -> Result<bool, SchedError> {
     let (Some(first_key), Some(first)) = (p.intent.keys.first(), p.entries.first()) else {
         return Ok(false);

@@ -22,7 +22,10 @@ use sluice_protocol::ops::delay::{DelayedRecord, read_loop, write_loop};
 use super::SchedError;
 
 const ENTRY_VERSION: u8 = 1;
-const INTENT_VERSION: u8 = 1;
+/// Intents written before batches carried the scheduler's producer stamp:
+/// still read (a broker upgraded with a crash's leftovers), never written.
+const INTENT_VERSION_UNSTAMPED: u8 = 1;
+const INTENT_VERSION: u8 = 2;
 
 /// Where a scheduled message sits in the due order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -234,6 +237,9 @@ impl StateKey {
     /// Sequence numbers below this may have been handed out (u64 BE).
     pub const SEQ_LIMIT: &'static [u8] = b"seq_limit";
     pub const INTENT_PREFIX: &'static [u8] = b"intent/";
+    /// The idempotent-producer id the scheduler stamps its batches with
+    /// (i64 BE), allocated once per data directory.
+    pub const PRODUCER_ID: &'static [u8] = b"producer_id";
 
     pub fn intent(id: u64) -> Vec<u8> {
         let mut b = Self::INTENT_PREFIX.to_vec();
@@ -256,6 +262,11 @@ pub struct Intent {
     pub dispatch_ms: i64,
     /// The messages, in batch order.
     pub keys: Vec<DueKey>,
+    /// The (producer id, base sequence) the batch is stamped with, so that
+    /// appending it again after a crash is recognised by the partition's
+    /// producer table like any producer's retry. `None` only for intents
+    /// written by an older broker, resolved by searching the log.
+    pub stamp: Option<(i64, i32)>,
 }
 
 impl Intent {
@@ -270,19 +281,22 @@ impl Intent {
         for k in &self.keys {
             w.u64(k.due_ms).u64(k.seq);
         }
+        let (producer_id, base_sequence) = self.stamp.unwrap_or((-1, -1));
+        w.i64(producer_id).u32(base_sequence as u32);
         w.finish()
     }
 
     pub fn decode(id: u64, b: &[u8]) -> Result<Self, SchedError> {
         let mut r = Reader::new(Bytes::copy_from_slice(b));
         let corrupt = |e| SchedError::corrupt(format!("dispatch intent: {e}"));
-        if r.u8("version").map_err(corrupt)? != INTENT_VERSION {
-            return Err(SchedError::corrupt(
-                "dispatch intent has an unknown version",
-            ));
+        let version = r.u8("version").map_err(corrupt)?;
+        if version != INTENT_VERSION && version != INTENT_VERSION_UNSTAMPED {
+            return Err(SchedError::corrupt(format!(
+                "dispatch intent has unknown version {version} (this broker reads 1 and 2)"
+            )));
         }
         let intent = (|| {
-            Ok(Intent {
+            let mut intent = Intent {
                 id,
                 topic: r.string("topic")?,
                 partition: r.u32("partition")?,
@@ -291,7 +305,14 @@ impl Intent {
                 keys: r.array("keys", 16, |r| {
                     Ok(DueKey::new(r.u64("due")?, r.u64("seq")?))
                 })?,
-            })
+                stamp: None,
+            };
+            if version == INTENT_VERSION {
+                let producer_id = r.i64("producer id")?;
+                let base_sequence = r.u32("base sequence")? as i32;
+                intent.stamp = (producer_id >= 0).then_some((producer_id, base_sequence));
+            }
+            Ok(intent)
         })()
         .map_err(corrupt)?;
         r.finish().map_err(corrupt)?;
@@ -356,8 +377,22 @@ mod tests {
             log_end_before: 100,
             dispatch_ms: 5,
             keys: vec![DueKey::new(1, 1), DueKey::new(1, 2)],
+            stamp: Some((7, i32::MAX)),
         };
         assert_eq!(Intent::decode(4, &i.encode()).unwrap(), i);
+        let unstamped = Intent {
+            stamp: None,
+            ..i.clone()
+        };
+        assert_eq!(Intent::decode(4, &unstamped.encode()).unwrap(), unstamped);
+        // A version 1 intent (no stamp) from an older broker still reads.
+        let mut v1 = unstamped.encode().to_vec();
+        v1[0] = 1;
+        v1.truncate(v1.len() - 12);
+        assert_eq!(Intent::decode(4, &v1).unwrap(), unstamped);
+        let mut v9 = v1.clone();
+        v9[0] = 9;
+        assert!(Intent::decode(4, &v9).is_err());
         assert_eq!(
             due_key_of_topic_index(&topic_index_key("t", DueKey::new(3, 4))).unwrap(),
             DueKey::new(3, 4)

@@ -282,6 +282,8 @@ pub struct Scheduler {
     released: Condvar,
     /// Held by the one dispatcher; holds intents still to resolve.
     dispatch: Mutex<Vec<Intent>>,
+    /// The idempotent-producer id dispatched batches are stamped with.
+    producer_id: i64,
     /// Woken when a message due before `planned_wake_ms` is scheduled.
     wake: Notify,
     planned_wake_ms: AtomicI64,
@@ -325,6 +327,20 @@ impl Scheduler {
                 .map_err(|_| SchedError::corrupt("intent key is not 8 bytes of id"))?;
             intents.push(Intent::decode(id, &v)?);
         }
+        let producer_id = match state_cf.get(StateKey::PRODUCER_ID)? {
+            Some(v) => i64::from_be_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| SchedError::corrupt("producer_id is not 8 bytes"))?,
+            ),
+            None => {
+                let id = meta.allocate_producer_id()?;
+                let mut batch = Batch::default();
+                batch.put(&state_cf, StateKey::PRODUCER_ID, id.to_be_bytes());
+                meta.write(batch, WriteMode::Synced)?;
+                id
+            }
+        };
         let claimed: HashSet<DueKey> = intents.iter().flat_map(|i| i.keys.clone()).collect();
         if !intents.is_empty() {
             tracing::info!(
@@ -348,6 +364,7 @@ impl Scheduler {
             options,
             released: Condvar::new(),
             dispatch: Mutex::new(intents),
+            producer_id,
             wake: Notify::new(),
             planned_wake_ms: AtomicI64::new(i64::MAX),
             stats: SchedStats::default(),
