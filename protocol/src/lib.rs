@@ -20,9 +20,7 @@
 //!   (message id, tags) beside user properties;
 //! - [`transform_output`]: the flat buffer a transform function returns
 //!   (output messages and per-input failures), shared by the guest SDK and
-//!   the engine;
-//! - [`tag_expr`]: tag filter expressions a consumer group subscribes with,
-//!   compiled once and matched against each message's tags.
+//!   the engine.
 //!
 //! docs/protocol.md is the specification these modules implement.
 
@@ -32,7 +30,6 @@ pub mod error;
 pub mod frame;
 pub mod headers;
 pub mod ops;
-pub mod tag_expr;
 pub mod transform_output;
 
 pub use error::{ErrorCode, WireError};

@@ -2,10 +2,10 @@
 //! new messages read, filtered and keyed into the window, both handed out
 //! as whole stored batches plus the offset ranges meant for the member.
 
+use super::tag_expr::TagExpr;
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::{DeliveredRange, GroupBatch, GroupDelivery, TopicPartition};
-use sluice_protocol::tag_expr::TagExpr;
 
 use super::window::{Delivered, MemberSlot, NewMessage, Window};
 use super::{BatchFilter, copies};

@@ -35,6 +35,7 @@ mod assign;
 mod copies;
 mod deliver;
 mod settings;
+pub mod tag_expr;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +50,7 @@ use sluice_protocol::ops::{
     AckRequest, AckResponse, GroupBatch, GroupMode, GroupSettings, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, MemberRef, NackAction, OffsetSpec, TopicPartition,
 };
-use sluice_protocol::tag_expr::TagExpr;
+use tag_expr::TagExpr;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::tag_expr::TagExpr;
 use sluice_protocol::ops::GroupSettings;
-use sluice_protocol::tag_expr::TagExpr;
 
 use super::{GroupError, Result};
 use crate::log::validate_topic_name;

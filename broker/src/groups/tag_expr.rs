@@ -1,6 +1,6 @@
 //! Tag filter expressions: which messages a consumer group wants.
 //!
-//! A message carries zero or more tags (the [`crate::headers::TAG`]
+//! A message carries zero or more tags (the [`sluice_protocol::headers::TAG`]
 //! headers). A consumer group subscribes with a tag expression and the
 //! broker delivers only the messages it matches. Parsing happens once per
 //! subscription; matching happens once per message on the delivery path, so
