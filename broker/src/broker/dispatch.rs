@@ -119,8 +119,8 @@ impl Broker {
             (Request::GrantCredit(r), Some(_)) => {
                 // One-way: no response, even on error (the subscription
                 // itself reports an unknown member).
-                if let Ok(credit) = self.group_credit(&r.member) {
-                    credit.add(r.messages);
+                if let Ok(member) = self.group_member(&r.member) {
+                    member.credit.add(r.messages);
                 }
                 Dispatched::Done(None)
             }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use sluice_protocol::ops::{
     AckRequest, AckResponse, GroupBatch, GroupDescription, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, ListGroupsResponse, MemberRef, PollGroupRequest, RedriveRequest,
-    RedriveResponse, ResetGroupRequest, ResetGroupResponse,
+    RedriveResponse, ResetGroupRequest, ResetGroupResponse, SubscribeRequest,
 };
 use sluice_protocol::{ErrorCode, WireError};
 
 use super::{Broker, Session, blocking, log_error, meta_error, sched_error, store_error};
-use crate::groups::{Credit, GroupError, Groups};
+use crate::groups::{GroupError, Groups, MemberLive, Subscription};
 
 /// The wire error for a group error.
 pub fn group_error(e: GroupError) -> WireError {
@@ -75,9 +75,16 @@ impl Broker {
             .map_err(group_error)
     }
 
-    /// The member's push credit (for a subscription).
-    pub fn group_credit(&self, m: &MemberRef) -> Result<Arc<Credit>, WireError> {
-        self.groups.credit(m).map_err(group_error)
+    /// The member's live part: push credit and liveness (no group lock).
+    pub fn group_member(&self, m: &MemberRef) -> Result<Arc<MemberLive>, WireError> {
+        self.groups.live_member(m).map_err(group_error)
+    }
+
+    /// Opens a push subscription for the member.
+    pub fn subscribe(&self, req: &SubscribeRequest) -> Result<Subscription, WireError> {
+        self.groups
+            .subscribe(&req.member, req.credit, req.max_bytes)
+            .map_err(group_error)
     }
 
     pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, WireError> {

@@ -7,10 +7,9 @@ use sluice_protocol::ops::{
     RedriveResponse, ResetGroupRequest, ResetGroupResponse, ResetTo, TopicPartition,
 };
 
-use super::{
-    CF_GROUPS, Commit, Group, GroupError, Groups, Result, State, WindowKey, collect_commits,
-    copies, resolve_offset,
-};
+use super::state::{Group, State, WindowKey};
+use super::upkeep::{Commit, collect_commits};
+use super::{CF_GROUPS, GroupError, Groups, Result, copies, resolve_offset};
 use crate::log::{LogError, Partition};
 use crate::meta::{Batch, MetaError, WriteMode};
 use crate::store::Catalog;
@@ -294,7 +293,7 @@ impl Groups {
                 )));
             }
         }
-        self.groups.lock().remove(name);
+        self.groups.remove(name);
         let meta = self.store.meta();
         let mut batch = Batch::default();
         batch.delete(&meta.table(&CF_GROUPS)?, name.as_bytes());

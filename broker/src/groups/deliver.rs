@@ -1,12 +1,25 @@
-//! The delivery path of one partition: redeliveries re-read from the log,
-//! new messages read, filtered and keyed into the window, both handed out
-//! as whole stored batches plus the offset ranges meant for the member.
+//! The delivery path of one partition, in two halves so that the group
+//! lock is never held across I/O or guest code:
+//!
+//! - *read* (no lock): redeliveries are re-read from the log; new messages
+//!   are read, parsed, judged by the tag filter and the filter function,
+//!   and keyed — into a [`NewRead`], which says what to push, not how the
+//!   window looks;
+//! - *apply* (under the lock, no I/O): [`apply_redelivered`] and
+//!   [`apply_new`] put the result into the window and the response, if the
+//!   window is still the one the read was planned against (its epoch).
+//!
+//! Both hand out whole stored batches plus the offset ranges meant for the
+//! member.
 
-use super::tag_expr::TagExpr;
+use std::ops::Range;
+
+use bytes::Bytes;
 use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::{DeliveredRange, GroupBatch, GroupDelivery, TopicPartition};
 
+use super::tag_expr::TagExpr;
 use super::window::{Delivered, MemberSlot, NewMessage, Window};
 use super::{BatchFilter, copies};
 use crate::log::{LogError, Partition};
@@ -41,24 +54,31 @@ pub(super) fn push_range(ranges: &mut Vec<DeliveredRange>, d: Delivered) {
     });
 }
 
-/// Adds the batches holding redelivered messages to `out`, one log read per
-/// batch. A message retention deleted meanwhile is settled (it is gone).
-pub(super) fn redeliver(
+/// What re-reading redeliveries found.
+#[derive(Debug, Default)]
+pub(super) struct Redelivered {
+    pub deliveries: Vec<GroupDelivery>,
+    /// Not sent after all (the response was full, or reading failed):
+    /// ready again, attempt not counted.
+    pub untake: Vec<u64>,
+    /// Deleted by retention meanwhile: settled (they are gone).
+    pub gone: Vec<u64>,
+}
+
+/// Reads the batches holding redelivered messages, one log read per batch.
+pub(super) fn read_redeliveries(
     partition: &Partition,
     tp: &TopicPartition,
-    w: &mut Window,
     redo: &[Delivered],
-    out: &mut GroupBatch,
     budget: &mut Budget,
-) {
+) -> Redelivered {
+    let mut out = Redelivered::default();
     let mut i = 0;
     while i < redo.len() {
         if budget.bytes == 0 {
             // The response is full: the rest waits for the next take.
-            for d in &redo[i..] {
-                w.untake(d.offset);
-            }
-            return;
+            out.untake.extend(redo[i..].iter().map(|d| d.offset));
+            break;
         }
         let batch = match partition.read(redo[i].offset, 1) {
             Ok(read) => read.chunks.into_iter().next().and_then(|chunk| {
@@ -76,15 +96,12 @@ pub(super) fn redeliver(
             Err(e) => {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e,
                     "reading a redelivery failed; it stays ready");
-                for d in &redo[i..] {
-                    w.untake(d.offset);
-                }
-                return;
+                out.untake.extend(redo[i..].iter().map(|d| d.offset));
+                break;
             }
         };
         let Some((chunk, (first, next, len))) = batch else {
-            // Retention deleted it: gone, so settled.
-            w.ack(redo[i].offset);
+            out.gone.push(redo[i].offset);
             i += 1;
             continue;
         };
@@ -95,7 +112,7 @@ pub(super) fn redeliver(
         }
         if ranges.is_empty() {
             // The read started past it: deleted by retention.
-            w.ack(redo[i].offset);
+            out.gone.push(redo[i].offset);
             i += 1;
             continue;
         }
@@ -107,13 +124,27 @@ pub(super) fn redeliver(
             ranges,
         });
     }
+    out
 }
 
-/// Reads new messages of one partition into its window.
+/// Puts what [`read_redeliveries`] found into the window and the response.
+pub(super) fn apply_redelivered(w: &mut Window, found: Redelivered, out: &mut GroupBatch) {
+    for offset in found.untake {
+        w.untake(offset);
+    }
+    for offset in found.gone {
+        w.ack(offset);
+    }
+    out.deliveries.extend(found.deliveries);
+}
+
+/// How to read new messages of one partition, fixed under the lock.
 pub(super) struct NewReader<'a> {
-    pub slot: MemberSlot,
-    pub deadline: i64,
-    pub max_in_flight: usize,
+    /// The window's end when the read was claimed.
+    pub from: u64,
+    /// Most messages (delivered or not) to push: the window's free room
+    /// when the read was claimed, which acks can only grow.
+    pub room: usize,
     pub filter: Option<&'a TagExpr>,
     /// The group's filter function, asked per stored batch.
     pub function: Option<&'a dyn BatchFilter>,
@@ -122,54 +153,77 @@ pub(super) struct NewReader<'a> {
     pub is_retry: bool,
 }
 
-impl NewReader<'_> {
-    fn room(&self, w: &Window, budget: &Budget) -> bool {
-        !budget.spent() && w.len() < self.max_in_flight
-    }
+/// One stored batch of a read and the entries it gave.
+#[derive(Debug)]
+struct ReadBatch {
+    chunk: usize,
+    bytes: Range<usize>,
+    entries: Range<usize>,
+}
 
+/// New messages read for a window, to push in order from `from`.
+#[derive(Debug, Default)]
+pub(super) struct NewRead {
+    pub from: u64,
+    /// One per offset from `from`: `None` = nothing to deliver (filtered
+    /// out, a gap, a control record) and settled at once.
+    entries: Vec<Option<NewMessage>>,
+    chunks: Vec<Bytes>,
+    batches: Vec<ReadBatch>,
+    /// Retention deleted messages the window had not read: it restarts
+    /// here.
+    pub restart_at: Option<u64>,
+}
+
+impl NewReader<'_> {
+    /// Reads from `from`, spending the budget on what matches.
     pub(super) fn read(
         &self,
         partition: &Partition,
         tp: &TopicPartition,
-        w: &mut Window,
-        out: &mut GroupBatch,
         budget: &mut Budget,
-    ) {
-        if !self.room(w, budget) || w.end() >= partition.high_watermark() {
-            return;
+    ) -> NewRead {
+        let mut out = NewRead {
+            from: self.from,
+            ..NewRead::default()
+        };
+        if self.room == 0 || budget.spent() || self.from >= partition.high_watermark() {
+            return out;
         }
-        let read = match partition.read(w.end(), budget.bytes) {
+        let read = match partition.read(self.from, budget.bytes) {
             Ok(r) => r,
-            Err(LogError::OffsetOutOfRange { start, .. }) if w.end() < start => {
-                tracing::warn!(topic = %tp.topic, partition = tp.partition, from = w.end(), to = start,
+            Err(LogError::OffsetOutOfRange { start, .. }) if self.from < start => {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, from = self.from, to = start,
                     "messages were deleted by retention before the group read them");
-                w.reset(start);
-                return;
+                out.restart_at = Some(start);
+                return out;
             }
             Err(e) => {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "group read failed");
-                return;
+                return out;
             }
         };
         let parse = self.filter.is_some() || self.function.is_some() || self.keyed || self.is_retry;
-        for chunk in &read.chunks {
-            let mut span: Option<(usize, usize)> = None;
-            let mut ranges = Vec::new();
+        let full =
+            |out: &NewRead, budget: &Budget| out.entries.len() >= self.room || budget.spent();
+        for (ci, chunk) in read.chunks.iter().enumerate() {
             for batch in BatchIter::new(chunk) {
                 let Ok(batch) = batch else { break };
                 let h = *batch.header();
-                if h.next_offset() <= w.end() {
+                let end = out.end();
+                if h.next_offset() <= end {
                     continue;
                 }
-                if !self.room(w, budget) {
+                if full(&out, budget) {
                     break;
                 }
                 let pos = batch.as_bytes().as_ptr() as usize - chunk.as_ptr() as usize;
                 let len = batch.as_bytes().len();
+                let first_entry = out.entries.len();
                 let left_before = budget.messages;
                 if h.is_control() {
-                    while w.end() < h.next_offset() {
-                        w.push(self.slot, None, self.deadline);
+                    while out.end() < h.next_offset() && !full(&out, budget) {
+                        out.entries.push(None);
                     }
                     continue;
                 }
@@ -178,14 +232,14 @@ impl NewReader<'_> {
                         f.verdicts(self.group, &tp.topic, tp.partition, batch.as_bytes())
                     });
                     for (i, r) in batch.records().flatten().enumerate() {
-                        if r.offset < w.end() {
+                        if r.offset < out.end() {
                             continue;
                         }
-                        if !self.room(w, budget) {
-                            break;
+                        while out.end() < r.offset && !full(&out, budget) {
+                            out.entries.push(None); // a gap: nothing there
                         }
-                        while w.end() < r.offset {
-                            w.push(self.slot, None, self.deadline); // a gap: nothing there
+                        if full(&out, budget) {
+                            break;
                         }
                         let matched = self.filter.is_none_or(|f| {
                             f.matches(
@@ -205,42 +259,119 @@ impl NewReader<'_> {
                                 0
                             },
                         });
-                        if let Some(d) = w.push(self.slot, message, self.deadline) {
-                            push_range(&mut ranges, d);
+                        if message.is_some() {
                             budget.messages -= 1;
                         }
+                        out.entries.push(message);
                     }
                 } else {
-                    while w.end() < h.next_offset() && self.room(w, budget) {
-                        let message = NewMessage {
-                            key: 0,
-                            attempts_before: 0,
-                        };
-                        if let Some(d) = w.push(self.slot, Some(message), self.deadline) {
-                            push_range(&mut ranges, d);
-                            budget.messages -= 1;
-                        }
+                    let plain = NewMessage {
+                        key: 0,
+                        attempts_before: 0,
+                    };
+                    while out.end() < h.next_offset() && !full(&out, budget) {
+                        out.entries.push(Some(plain));
+                        budget.messages -= 1;
                     }
                 }
                 if budget.messages < left_before {
-                    let (start, _) = *span.get_or_insert((pos, pos + len));
-                    span = Some((start, pos + len));
                     budget.bytes = budget.bytes.saturating_sub(len);
                 }
-            }
-            if let Some((start, end)) = span {
-                out.deliveries.push(GroupDelivery {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    records: chunk.slice(start..end),
-                    ranges,
+                out.batches.push(ReadBatch {
+                    chunk: ci,
+                    bytes: pos..pos + len,
+                    entries: first_entry..out.entries.len(),
                 });
             }
-            if !self.room(w, budget) {
+            if full(&out, budget) {
                 break;
             }
         }
+        out.chunks = read.chunks;
+        out
     }
+}
+
+impl NewRead {
+    fn end(&self) -> u64 {
+        self.from + self.entries.len() as u64
+    }
+
+    /// Whether nothing was read.
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Pushes what [`NewReader::read`] found into the window (whose end must be
+/// `read.from`) and adds the batches with deliveries to `out`.
+pub(super) fn apply_new(
+    w: &mut Window,
+    slot: MemberSlot,
+    deadline: i64,
+    read: NewRead,
+    tp: &TopicPartition,
+    out: &mut GroupBatch,
+) {
+    debug_assert_eq!(w.end(), read.from);
+    let mut entries = read.entries.into_iter();
+    let mut pushed = 0;
+    // Per chunk, one delivery spanning its batches that delivered something.
+    let mut current: Option<(usize, Range<usize>, Vec<DeliveredRange>)> = None;
+    let flush = |current: &mut Option<(usize, Range<usize>, Vec<DeliveredRange>)>,
+                 out: &mut GroupBatch| {
+        if let Some((chunk, bytes, ranges)) = current.take() {
+            out.deliveries.push(GroupDelivery {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                records: read.chunks[chunk].slice(bytes),
+                ranges,
+            });
+        }
+    };
+    for b in &read.batches {
+        // Entries between batches (none today) and before this one.
+        while pushed < b.entries.start {
+            let Some(e) = entries.next() else { break };
+            w.push(slot, e, deadline);
+            pushed += 1;
+        }
+        let mut ranges = Vec::new();
+        while pushed < b.entries.end {
+            let Some(e) = entries.next() else { break };
+            if let Some(d) = w.push(slot, e, deadline) {
+                push_range(&mut ranges, d);
+            }
+            pushed += 1;
+        }
+        if ranges.is_empty() {
+            continue;
+        }
+        match &mut current {
+            Some((chunk, bytes, rs)) if *chunk == b.chunk => {
+                bytes.end = b.bytes.end;
+                for r in ranges {
+                    match rs.last_mut() {
+                        Some(last)
+                            if last.attempt == r.attempt
+                                && last.first_offset + u64::from(last.count) == r.first_offset =>
+                        {
+                            last.count += r.count;
+                        }
+                        _ => rs.push(r),
+                    }
+                }
+            }
+            _ => {
+                flush(&mut current, out);
+                current = Some((b.chunk, b.bytes.clone(), ranges));
+            }
+        }
+    }
+    for e in entries {
+        w.push(slot, e, deadline);
+    }
+    flush(&mut current, out);
 }
 
 /// A key's hash for per-key ordering; never 0 (0 = no key). Collisions only

@@ -11,6 +11,11 @@
 //! was in flight (at-least-once).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Source of window epochs: unique in the process, so a window created
+/// again under the same key is never mistaken for the old one.
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
 
 /// Index of a member within its group (cheaper than its id string).
 pub type MemberSlot = u32;
@@ -81,6 +86,14 @@ pub struct Window {
     next_due: i64,
     /// The base moved since the last [`take_commit`](Window::take_commit).
     dirty: bool,
+    /// Changes when the window is reset: work planned against an older
+    /// epoch (a read, a redelivery) no longer applies to it.
+    epoch: u64,
+    /// A take is reading new messages for it (see
+    /// [`claim_read`](Window::claim_read)).
+    reading: bool,
+    /// Another take was refused the claim meanwhile.
+    contended: bool,
 }
 
 impl Window {
@@ -93,7 +106,33 @@ impl Window {
             in_flight: 0,
             next_due: i64::MAX,
             dirty: false,
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            reading: false,
+            contended: false,
         }
+    }
+
+    /// Identifies this window's books until the next reset.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Claims the right to read new messages into the window: the reader
+    /// reads from [`end`](Window::end) without the group lock and pushes
+    /// what it read under it later; nobody else may read meanwhile, or the
+    /// same messages would be pushed twice. `false` when another take
+    /// holds it. A reset drops the claim (the reader's work is then stale).
+    pub fn claim_read(&mut self) -> bool {
+        let free = !std::mem::replace(&mut self.reading, true);
+        self.contended |= !free;
+        free
+    }
+
+    /// Ends a claim taken by [`claim_read`](Window::claim_read); `true`
+    /// when another take was refused it meanwhile (and should look again).
+    pub fn release_read(&mut self) -> bool {
+        self.reading = false;
+        std::mem::take(&mut self.contended)
     }
 
     /// The committed offset: the first message not yet settled.

@@ -374,68 +374,38 @@ fn answer_frame(request_id: u32, answer: Answer) -> Bytes {
 }
 
 /// A push subscription: sends a `GroupBatch` frame whenever the member has
-/// messages and credit, until the stream closes, the member is gone (an
-/// error frame says why) or the broker stops.
+/// messages and credit (the groups wake it; see `groups::push`), until the
+/// stream closes, the member is gone (an error frame says why) or the
+/// broker stops.
 async fn push(
     broker: Arc<Broker>,
     request_id: u32,
     req: sluice_protocol::ops::SubscribeRequest,
     tx: mpsc::UnboundedSender<Bytes>,
 ) {
-    let credit = match broker.group_credit(&req.member) {
-        Ok(c) => c,
+    let mut subscription = match broker.subscribe(&req) {
+        Ok(s) => s,
         Err(e) => {
             let _ = tx.send(error_frame(request_id, &e));
             return;
         }
     };
-    credit.reset(req.credit);
     let shutdown = broker.shutdown_token().clone();
-    // Long enough to be cheap, short enough that polling keeps the
-    // member's session alive and notices a closed stream.
-    let wait = Duration::from_millis(250);
     loop {
-        if tx.is_closed() || shutdown.is_cancelled() {
-            return;
-        }
-        let available = credit.available();
-        if available == 0 {
-            let changed = credit.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if credit.available() == 0 {
-                tokio::select! {
-                    _ = changed => {}
-                    _ = tokio::time::sleep(wait) => {
-                        // Still a live member? (Keeps the session alive too.)
-                        if let Err(e) = broker.heartbeat(&req.member) {
-                            let _ = tx.send(error_frame(request_id, &e));
-                            return;
-                        }
-                    }
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-            continue;
-        }
-        let limit = crate::groups::push_batch_limit(available);
-        let poll = sluice_protocol::ops::PollGroupRequest {
-            member: req.member.clone(),
-            max_messages: limit,
-            max_bytes: req.max_bytes,
-            max_wait_ms: wait.as_millis() as u32,
+        let next = tokio::select! {
+            next = subscription.next(&shutdown) => next,
+            _ = tx.closed() => return,
         };
-        match broker.poll_group(poll).await {
-            Ok(batch) if batch.deliveries.is_empty() => {}
-            Ok(batch) => {
-                credit.spend(batch.message_count());
+        match next {
+            Ok(Some(batch)) => {
                 let frame = encode(Op::Subscribe.response_op(), request_id, &batch.encode());
                 if tx.send(frame).is_err() {
                     return;
                 }
             }
+            Ok(None) => return,
             Err(e) => {
-                let _ = tx.send(error_frame(request_id, &e));
+                let _ = tx.send(error_frame(request_id, &crate::broker::group_error(e)));
                 return;
             }
         }

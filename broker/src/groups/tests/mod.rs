@@ -9,14 +9,17 @@ use bytes::BytesMut;
 use sluice_protocol::batch::{BatchBuilder, BatchIter};
 use sluice_protocol::headers;
 use sluice_protocol::ops::{
-    AckRequest, GroupMode, GroupSettings, JoinGroupRequest, MemberRef, Nack, NackAction,
-    OffsetRange, OffsetSpec, PartitionAcks, ResetGroupRequest, ResetTo,
+    AckRequest, AckResponse, GroupMode, GroupSettings, JoinGroupRequest, MemberRef, Nack,
+    NackAction, OffsetRange, OffsetSpec, PartitionAcks, ResetGroupRequest, ResetTo,
 };
 
 use super::*;
 use crate::clock::ManualClock;
 use crate::log::{LogOptions, TopicConfig};
 use crate::sched::SchedulerOptions;
+use crate::store::Catalog;
+
+mod coordinator;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -25,7 +28,7 @@ struct Fixture {
     clock: ManualClock,
     store: Arc<Store>,
     sched: Arc<Scheduler>,
-    groups: Groups,
+    groups: Arc<Groups>,
 }
 
 /// A delivered message as a test looks at it.
@@ -74,12 +77,12 @@ fn fixture(partitions: u32) -> Fixture {
         )
         .unwrap(),
     );
-    let groups = Groups::new(
+    let groups = Arc::new(Groups::new(
         store.clone(),
         sched.clone(),
         Arc::new(clock.clone()),
         &TopicConfig::default(),
-    );
+    ));
     Fixture {
         _dir: dir,
         clock,
