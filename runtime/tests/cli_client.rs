@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
+
 use common::{Broker, describe, fails, ok, run, run_with_stdin, sluice};
 
 fn lines(s: &str) -> Vec<&str> {

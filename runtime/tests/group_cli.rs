@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use sluice_client::{Client, GroupConfig, Message, OffsetSpec, Partitioning, ProducerConfig};

@@ -4,16 +4,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_broker::clock::SystemClock;
-use sluice_broker::config::BrokerConfig;
-use sluice_broker::node::Node;
 use sluice_client::{
-    Client, ClientConfig, ClientError, ConsumerConfig, ErrorCode, Message, Partitioning,
-    ProducerConfig, SeekTo,
+    Client, ClientError, ConsumerConfig, ErrorCode, Message, Partitioning, ProducerConfig, SeekTo,
 };
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::{Acks, ProduceEntry, ProduceRequest};
@@ -23,7 +18,7 @@ use common::client::consume_topic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_produce_and_consume_round_trip_the_message_model() {
-    let broker = AsyncAsyncBroker::start_with().await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client
         .create_topic("orders", 3, &[("durability", "sync")])
@@ -116,7 +111,7 @@ async fn topics_produce_and_consume_round_trip_the_message_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_sends_on_one_connection_are_acknowledged_in_order() {
-    let broker = AsyncAsyncBroker::start_with().await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 4, &[]).await.unwrap();
     let producer = client.producer(ProducerConfig::default()).await.unwrap();
@@ -154,7 +149,7 @@ async fn a_thousand_concurrent_sends_on_one_connection_are_acknowledged_in_order
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_mid_send_is_retried_without_duplicates() {
-    let broker = AsyncAsyncBroker::start_with().await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 2, &[]).await.unwrap();
     let producer = client
@@ -313,7 +308,7 @@ async fn a_malformed_frame_closes_only_its_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_and_batch_sends_arrive() {
-    let broker = AsyncAsyncBroker::start_with().await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 1, &[]).await.unwrap();
     let producer = client
@@ -349,7 +344,7 @@ async fn one_way_and_batch_sends_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_answers_in_flight_requests_then_refuses() {
-    let broker = AsyncAsyncBroker::start_with().await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 1, &[]).await.unwrap();
     let producer = client.producer(ProducerConfig::default()).await.unwrap();

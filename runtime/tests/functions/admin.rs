@@ -6,7 +6,7 @@ use sluice_client::{
 };
 use sluice_sample_components as components;
 
-use super::support::{order, refused, wait_caught_up, wait_log};
+use super::support::{refused, wait_caught_up, wait_log};
 use crate::common::client::sorted;
 use crate::common::groups::wait_settled;
 use crate::common::records::{read_topic, sorted_values, wait_records};

@@ -12,10 +12,10 @@ use sluice_client::{
 };
 use sluice_sample_components as components;
 
-use super::support::{count, errors, order, wait_caught_up};
+use super::support::{count, errors, wait_caught_up};
 use crate::common::child::KilledOnDrop;
 use crate::common::client::sorted;
-use crate::common::groups::{spread, values, wait_settled};
+use crate::common::groups::wait_settled;
 use crate::common::records::{Record, read_topic, sorted_values};
 use crate::common::{Broker, produce, wait_for};
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_broker::clock::ManualClock;
+use sluice_broker::functions::dead_letter_topic as fn_dead_letter_topic;
 use sluice_client::{
     FunctionManifest, GroupConfig, GroupSettings, Message, OffsetSpec, Partitioning,
 };

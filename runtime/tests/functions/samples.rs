@@ -8,8 +8,7 @@ use sluice_client::{
 };
 use sluice_sample_components as components;
 
-use super::support::{order, wait_log};
-use crate::common::groups::values;
+use super::support::wait_log;
 use crate::common::records::wait_records;
 use crate::common::{Broker, WAIT, produce};
 
