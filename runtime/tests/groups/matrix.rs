@@ -81,7 +81,7 @@ struct Case {
 /// key's partition, tagged `red` (even) or `blue` (odd).
 fn message(i: usize) -> Message {
     let key = i % KEYS;
-    let tag = if i % 2 == 0 { "red" } else { "blue" };
+    let tag = if i.is_multiple_of(2) { "red" } else { "blue" };
     Message::new(TOPIC, format!(r#"{{"i":{i},"pick":{}}}"#, picked(i)))
         .key(format!("k{key}"))
         .tag(tag)
@@ -96,7 +96,7 @@ fn picked(i: usize) -> bool {
 fn selected(filter: Filter, i: usize) -> bool {
     match filter {
         Filter::All => true,
-        Filter::Tags => i % 2 == 0,
+        Filter::Tags => i.is_multiple_of(2),
         Filter::Function => picked(i),
     }
 }
