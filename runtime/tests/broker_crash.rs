@@ -1,33 +1,27 @@
 //! The broker as a child process, killed with SIGKILL after acknowledging
 //! writes: after a restart every acknowledged message is consumed, once.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
-use sluice_client::{Client, ClientConfig, ConsumerConfig, Message, ProducerConfig, SeekTo};
+use sluice_client::{Client, ClientConfig, Message, ProducerConfig};
 
-/// Starts `sluice dev` on `data` and returns it with the address it bound.
-fn start_broker(data: &Path) -> (Child, String) {
-    sluice_broker::node::spawn_dev_process(Path::new(env!("CARGO_BIN_EXE_sluice")), data).unwrap()
-}
+use common::child::{self, impatient_config};
+use common::client::read_until_empty;
 
 fn config(addr: &str, data: &Path) -> ClientConfig {
-    ClientConfig {
-        // Reconnects to the killed broker give up fast.
-        connect_timeout: Duration::from_millis(300),
-        ..ClientConfig::new(addr)
-            .ca_cert(data.join("tls/cert.pem"))
-            .client_id("crash-test")
-    }
+    // Reconnects to the killed broker give up fast.
+    impatient_config(addr, data, "crash-test", Duration::from_millis(300))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_survives_sigkill_of_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut broker, addr) = start_broker(&data);
+    let (mut broker, addr) = child::start(&data);
     let client = Client::connect(config(&addr, &data)).await.unwrap();
     client
         .create_topic("t", 3, &[("durability", "sync")])
@@ -78,23 +72,11 @@ async fn every_acknowledged_message_survives_sigkill_of_the_broker() {
     client.close().await;
 
     // Restart on the same data dir and read everything.
-    let (mut broker, addr) = start_broker(&data);
+    let (mut broker, addr) = child::start(&data);
     let client = Client::connect(config(&addr, &data)).await.unwrap();
-    let mut consumer = client.consumer(ConsumerConfig {
-        max_wait: Duration::from_millis(200),
-        ..ConsumerConfig::default()
-    });
-    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    loop {
-        let batch = consumer.poll().await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        total += batch.len();
-        seen.extend(batch.into_iter().map(|m| m.id.unwrap()));
-    }
+    let stored = read_until_empty(&client, "t").await;
+    let total = stored.len();
+    let seen: HashSet<_> = stored.into_iter().map(|m| m.id.unwrap()).collect();
     assert_eq!(total, seen.len(), "a message was stored twice");
     let missing = acked.difference(&seen).count();
     assert_eq!(

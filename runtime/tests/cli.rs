@@ -1,39 +1,28 @@
 //! The `sluice` binary, run as a newcomer would run it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use sluice_broker::clock::SystemClock;
-use sluice_broker::log::{LogOptions, TopicConfig};
-use sluice_broker::store::Store;
-use sluice_protocol::batch::BatchBuilder;
+use sluice_broker::log::TopicConfig;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
+use common::sluice;
+use common::store::{batch, open_store};
 
 #[test]
 fn dev_check_opens_the_store_and_reports_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(
-            dir.path(),
-            LogOptions::default(),
-            Arc::new(SystemClock),
-            &sluice_broker::keyspaces(),
-        )
-        .unwrap();
+        let store = open_store(dir.path(), Arc::new(SystemClock));
         let cfg = TopicConfig {
             partitions: 3,
             ..TopicConfig::default()
         };
         store.create_topic("orders", cfg).unwrap();
-        let mut b = BatchBuilder::new(0);
-        b.push(0, None, Some(b"x"), &[]);
-        b.push(0, None, Some(b"y"), &[]);
-        let batch = BytesMut::from(&b.finish()[..]);
+        let batch = batch(&[b"x", b"y"]);
         store
             .log()
             .partition("orders", 1)
@@ -41,7 +30,7 @@ fn dev_check_opens_the_store_and_reports_what_it_holds() {
             .append(batch)
             .unwrap();
     }
-    let out = sluice()
+    let out = sluice(&[])
         .args(["dev", "--check", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -65,7 +54,7 @@ fn dev_explains_an_unusable_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = sluice()
+    let out = sluice(&[])
         .args(["dev", "--check", "--data-dir"])
         .arg(&file)
         .output()
@@ -78,7 +67,7 @@ fn dev_explains_an_unusable_data_dir() {
 #[test]
 fn dev_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = sluice()
+    let mut child = sluice(&[])
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
@@ -108,7 +97,7 @@ fn dev_shuts_down_cleanly_on_sigterm() {
 
 #[test]
 fn help_lists_the_commands() {
-    let out = sluice().arg("--help").output().unwrap();
+    let out = sluice(&[]).arg("--help").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for cmd in ["dev", "serve", "topic", "produce", "consume", "bench"] {
@@ -126,7 +115,7 @@ fn quic_benchmarks_run_end_to_end_and_write_json() {
     let dir = tempfile::tempdir().unwrap();
     for scenario in ["producer", "consumer", "e2e"] {
         let json = dir.path().join(format!("{scenario}.json"));
-        let out = sluice()
+        let out = sluice(&[])
             .args(["bench", scenario, "--messages", "2000", "--producers", "2"])
             .args(["--partitions", "2", "--batch-size", "100", "--rate", "2000"])
             .args(["--seconds", "0.5", "--durability", "none", "--dir"])
@@ -154,7 +143,7 @@ fn quic_benchmarks_run_end_to_end_and_write_json() {
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = sluice()
+    let mut child = sluice(&[])
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "debug")

@@ -13,7 +13,7 @@ use sluice_client::{
     Message, Partitioning, ProducerConfig, SeekTo,
 };
 
-use common::{Broker, exits, fails, ok, run};
+use common::{Broker, cells, exits, fails, ok, run};
 
 /// How long a test waits for a delivery that is due at once (a loaded
 /// 2-core machine can be slow; a passing test does not wait this long).
@@ -417,10 +417,6 @@ fn loops_end_at_their_expiry_and_back_off_exponentially() {
 }
 
 // ------------------------------------------------------------------ CLI
-
-fn cells(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
 
 /// The delay id in `scheduled delay <ID> to ...`.
 fn delay_id(out: &str) -> u64 {

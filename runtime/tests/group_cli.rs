@@ -3,19 +3,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use sluice_client::{Client, GroupConfig, Message, OffsetSpec, Partitioning, ProducerConfig};
 
-use common::{Broker, fails, ok, run};
-
-/// Longest a test waits for a state it expects.
-const WAIT: Duration = Duration::from_secs(15);
-
-fn cells(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
+use common::groups::set;
+use common::{Broker, WAIT, cells, fails, ok, run};
 
 /// The line of a table whose first cells are `first`.
 fn row<'a>(out: &'a str, first: &[&str]) -> Vec<&'a str> {
@@ -27,10 +20,6 @@ fn row<'a>(out: &'a str, first: &[&str]) -> Vec<&'a str> {
 
 fn lines(out: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
-}
-
-fn set(lines: &[String]) -> BTreeSet<String> {
-    lines.iter().cloned().collect()
 }
 
 /// Messages `v<i>` for i in `range`, on partition i % 2; `v3` is tagged `eu`.

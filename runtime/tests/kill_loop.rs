@@ -6,9 +6,10 @@
 //! be stored, and no message may be stored twice: the retry of a batch the
 //! dead broker had already written must be recognised after the restart.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,9 +17,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
-use sluice_client::{
-    Client, ClientConfig, ConsumerConfig, Message, MessageId, ProducerConfig, SeekTo,
-};
+use sluice_client::{Client, ClientConfig, Message, MessageId, ProducerConfig};
+
+use common::child::{self, impatient_config};
+use common::client::read_until_empty;
 
 const PRODUCERS: usize = 8;
 const OUTSTANDING: usize = 300;
@@ -29,20 +31,8 @@ const KILLS: usize = 20;
 /// its log forgets some of them at each restart.
 const VALUE_BYTES: usize = 5 * 1024;
 
-fn start_broker(data: &Path, listen: &str) -> (Child, String) {
-    let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
-    let (child, addr, _lines) =
-        sluice_broker::node::spawn_dev_process_on(exe, data, listen, &[]).unwrap();
-    (child, addr)
-}
-
 fn config(addr: &str, data: &Path) -> ClientConfig {
-    ClientConfig {
-        connect_timeout: Duration::from_millis(500),
-        ..ClientConfig::new(addr)
-            .ca_cert(data.join("tls/cert.pem"))
-            .client_id("kill-loop")
-    }
+    impatient_config(addr, data, "kill-loop", Duration::from_millis(500))
 }
 
 #[derive(Default)]
@@ -91,7 +81,7 @@ async fn produce(config: ClientConfig, n: usize, stop: Arc<AtomicBool>, out: Arc
 async fn retries_across_many_restarts_store_every_acked_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut broker, addr) = start_broker(&data, "127.0.0.1:0");
+    let (mut broker, addr) = child::start_on(&data, "127.0.0.1:0");
     let client = Arc::new(Client::connect(config(&addr, &data)).await.unwrap());
     client
         .create_topic("t", 2, &[("durability", "sync")])
@@ -118,7 +108,7 @@ async fn retries_across_many_restarts_store_every_acked_message_once() {
         broker.kill().unwrap(); // SIGKILL
         broker.wait().unwrap();
         let (data, addr) = (data.clone(), addr.clone());
-        broker = tokio::task::spawn_blocking(move || start_broker(&data, &addr).0)
+        broker = tokio::task::spawn_blocking(move || child::start_on(&data, &addr).0)
             .await
             .unwrap();
     }
@@ -131,20 +121,9 @@ async fn retries_across_many_restarts_store_every_acked_message_once() {
     // a fresh one.
     client.close().await;
     let client = Client::connect(config(&addr, &data)).await.unwrap();
-    let mut consumer = client.consumer(ConsumerConfig {
-        max_wait: Duration::from_millis(200),
-        ..ConsumerConfig::default()
-    });
-    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
     let mut copies: HashMap<MessageId, usize> = HashMap::new();
-    loop {
-        let batch = consumer.poll().await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for m in batch {
-            *copies.entry(m.id.unwrap()).or_default() += 1;
-        }
+    for m in read_until_empty(&client, "t").await {
+        *copies.entry(m.id.unwrap()).or_default() += 1;
     }
     let (acked, failed) = {
         let o = outcomes.lock();

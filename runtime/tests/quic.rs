@@ -1,91 +1,24 @@
 //! End to end over QUIC: the real broker (in process, on 127.0.0.1:0, with a
 //! temp data dir) and the real client.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_broker::clock::SystemClock;
-use sluice_broker::config::BrokerConfig;
-use sluice_broker::node::Node;
 use sluice_client::{
-    Client, ClientConfig, ClientError, ConsumerConfig, ErrorCode, Message, Partitioning,
-    ProducerConfig, SeekTo,
+    Client, ClientError, ConsumerConfig, ErrorCode, Message, Partitioning, ProducerConfig, SeekTo,
 };
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::ops::{Acks, ProduceEntry, ProduceRequest};
 
-struct Broker {
-    node: Option<Node>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    async fn start(edit: impl FnOnce(&mut BrokerConfig)) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        config.auth.allow_anonymous = true;
-        edit(&mut config);
-        let node = Node::start(&config, Arc::new(SystemClock)).await.unwrap();
-        Broker {
-            node: Some(node),
-            _dir: dir,
-        }
-    }
-
-    fn node(&self) -> &Node {
-        self.node.as_ref().unwrap()
-    }
-
-    fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.node().addr().to_string())
-            .ca_cert(self.node().cert_path())
-            .client_id("test")
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(self.client_config()).await.unwrap()
-    }
-
-    /// Stops the broker gracefully; returns the data dir (still on disk).
-    async fn stop(mut self) -> tempfile::TempDir {
-        self.node.take().unwrap().shutdown().await.unwrap();
-        self._dir
-    }
-}
-
-async fn consume_all(
-    client: &Client,
-    topic: &str,
-    expected: usize,
-) -> Vec<sluice_client::ConsumedMessage> {
-    let mut consumer = client.consumer(ConsumerConfig {
-        max_wait: Duration::from_millis(200),
-        ..ConsumerConfig::default()
-    });
-    consumer.assign(topic, &[], SeekTo::Earliest).await.unwrap();
-    let mut out = Vec::new();
-    let mut empty_polls = 0;
-    while out.len() < expected && empty_polls < 10 {
-        let batch = consumer.poll().await.unwrap();
-        if batch.is_empty() {
-            empty_polls += 1;
-        }
-        out.extend(batch);
-    }
-    // Anything beyond `expected` would be a duplicate: look for it.
-    out.extend(consumer.poll().await.unwrap());
-    out
-}
+use common::AsyncBroker;
+use common::client::consume_topic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_produce_and_consume_round_trip_the_message_model() {
-    let broker = Broker::start(|_| {}).await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client
         .create_topic("orders", 3, &[("durability", "sync")])
@@ -178,7 +111,7 @@ async fn topics_produce_and_consume_round_trip_the_message_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_sends_on_one_connection_are_acknowledged_in_order() {
-    let broker = Broker::start(|_| {}).await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 4, &[]).await.unwrap();
     let producer = client.producer(ProducerConfig::default()).await.unwrap();
@@ -198,7 +131,7 @@ async fn a_thousand_concurrent_sends_on_one_connection_are_acknowledged_in_order
             assert!(d.offset > prev, "out of order on partition {}", d.partition);
         }
     }
-    let got = consume_all(&client, "t", 1000).await;
+    let got = consume_topic(&client, "t", 1000).await;
     assert_eq!(got.len(), 1000);
     // Per key, values arrive in the order they were sent.
     let mut per_key: HashMap<Bytes, Vec<u32>> = HashMap::new();
@@ -216,7 +149,7 @@ async fn a_thousand_concurrent_sends_on_one_connection_are_acknowledged_in_order
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_mid_send_is_retried_without_duplicates() {
-    let broker = Broker::start(|_| {}).await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 2, &[]).await.unwrap();
     let producer = client
@@ -242,7 +175,7 @@ async fn a_connection_dropped_mid_send_is_retried_without_duplicates() {
     for f in futures {
         f.await.unwrap();
     }
-    let got = consume_all(&client, "t", 2000).await;
+    let got = consume_topic(&client, "t", 2000).await;
     let ids: HashSet<_> = got.iter().map(|m| m.id.unwrap()).collect();
     assert_eq!(ids.len(), 2000, "some message was lost");
     assert_eq!(got.len(), 2000, "some message was written twice");
@@ -251,7 +184,7 @@ async fn a_connection_dropped_mid_send_is_retried_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_a_clear_auth_error() {
-    let broker = Broker::start(|c| {
+    let broker = AsyncBroker::start_with(|c| {
         c.auth.allow_anonymous = false;
         c.auth.tokens = vec!["s3cret".into()];
     })
@@ -272,7 +205,7 @@ async fn a_wrong_token_is_a_clear_auth_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_a_clear_error_and_the_connection_stays_usable() {
-    let broker = Broker::start(|c| {
+    let broker = AsyncBroker::start_with(|c| {
         c.limits.max_message_bytes = 64 << 10;
         c.limits.max_frame_bytes = 1 << 20;
     })
@@ -317,7 +250,7 @@ async fn an_oversized_message_is_a_clear_error_and_the_connection_stays_usable()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_frame_closes_only_its_stream() {
-    let broker = Broker::start(|c| c.limits.max_frame_bytes = 1 << 20).await;
+    let broker = AsyncBroker::start_with(|c| c.limits.max_frame_bytes = 1 << 20).await;
     let client = broker.client().await;
     client.create_topic("t", 1, &[]).await.unwrap();
     // A long poll in flight on another stream of the same connection.
@@ -375,7 +308,7 @@ async fn a_malformed_frame_closes_only_its_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_and_batch_sends_arrive() {
-    let broker = Broker::start(|_| {}).await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 1, &[]).await.unwrap();
     let producer = client
@@ -404,14 +337,14 @@ async fn one_way_and_batch_sends_arrive() {
         .unwrap();
     let offset = rx.await.unwrap().unwrap();
     assert!(offset >= 50);
-    let got = consume_all(&client, "t", 56).await;
+    let got = consume_topic(&client, "t", 56).await;
     assert_eq!(got.len(), 56);
     broker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_answers_in_flight_requests_then_refuses() {
-    let broker = Broker::start(|_| {}).await;
+    let broker = AsyncBroker::start().await;
     let client = broker.client().await;
     client.create_topic("t", 1, &[]).await.unwrap();
     let producer = client.producer(ProducerConfig::default()).await.unwrap();

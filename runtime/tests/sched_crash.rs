@@ -3,37 +3,31 @@
 //! and after appending and before deleting — then restarted: every
 //! scheduled message is in its topic exactly once.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{Client, ClientConfig, ConsumerConfig, SeekTo};
+use sluice_client::{Client, ClientConfig};
 use sluice_protocol::ops::{
     DelayedRecord, ListDelaysRequest, ScheduleEntry, ScheduleRequest, When,
 };
 
+use common::child::{self, impatient_config};
+use common::client::read_until_empty;
+
 fn config(addr: &str, data: &Path) -> ClientConfig {
-    ClientConfig {
-        connect_timeout: Duration::from_millis(300),
-        ..ClientConfig::new(addr)
-            .ca_cert(data.join("tls/cert.pem"))
-            .client_id("sched-crash-test")
-    }
+    impatient_config(addr, data, "sched-crash-test", Duration::from_millis(300))
 }
 
 const MESSAGES: u64 = 600;
 
 async fn crash_and_recover(point: &str) {
-    let exe = Path::new(env!("CARGO_BIN_EXE_sluice"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut broker, addr, lines) = sluice_broker::node::spawn_dev_process_with_env(
-        exe,
-        &data,
-        &[("SLUICE_CRASH_POINT", point)],
-    )
-    .unwrap();
+    let (mut broker, addr, lines) = child::start_with_env(&data, &[("SLUICE_CRASH_POINT", point)]);
     let client = Client::connect(config(&addr, &data)).await.unwrap();
     client.create_topic("t", 2, &[]).await.unwrap();
     // Due in 300 ms, spread over 50 ms, on both partitions: the first
@@ -79,7 +73,7 @@ async fn crash_and_recover(point: &str) {
     client.close().await;
 
     // Restart without the crash point; wait until nothing is pending.
-    let (mut broker, addr) = sluice_broker::node::spawn_dev_process(exe, &data).unwrap();
+    let (mut broker, addr) = child::start(&data);
     let client = Client::connect(config(&addr, &data)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -94,21 +88,10 @@ async fn crash_and_recover(point: &str) {
         assert!(Instant::now() < deadline, "still pending: {pending:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut consumer = client.consumer(ConsumerConfig {
-        max_wait: Duration::from_millis(200),
-        ..ConsumerConfig::default()
-    });
-    consumer.assign("t", &[], SeekTo::Earliest).await.unwrap();
     let mut seen: HashMap<u64, usize> = HashMap::new();
-    loop {
-        let batch = consumer.poll().await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for m in batch {
-            let id = m.delay_id.expect("delivered messages carry their delay id");
-            *seen.entry(id).or_default() += 1;
-        }
+    for m in read_until_empty(&client, "t").await {
+        let id = m.delay_id.expect("delivered messages carry their delay id");
+        *seen.entry(id).or_default() += 1;
     }
     let lost: Vec<_> = ids.iter().filter(|id| !seen.contains_key(id)).collect();
     assert!(lost.is_empty(), "{point}: {} lost: {lost:?}", lost.len());

@@ -2,30 +2,26 @@
 //! pending: it is ready at once (no scan of the backlog at open), nothing
 //! is lost, and the first due messages go out on time and in order.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use sluice_broker::clock::ManualClock;
-use sluice_broker::log::{LogOptions, TopicConfig};
+use sluice_broker::log::TopicConfig;
 use sluice_broker::sched::{Delivery, Scheduler, SchedulerOptions};
 use sluice_broker::store::Store;
 use sluice_protocol::ops::{CancelOutcome, DelayedRecord};
+
+use common::store::open_store;
 
 const T0: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;
 const PENDING: u64 = 1_000_000;
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> (Arc<Store>, Scheduler) {
-    let store = Arc::new(
-        Store::open(
-            dir,
-            LogOptions::default(),
-            Arc::new(clock.clone()),
-            &sluice_broker::keyspaces(),
-        )
-        .unwrap(),
-    );
+    let store = Arc::new(open_store(dir, Arc::new(clock.clone())));
     let sched = Scheduler::open(
         store.clone(),
         Arc::new(clock.clone()),

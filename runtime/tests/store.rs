@@ -1,28 +1,23 @@
 //! The store as the broker uses it: topic definitions in RocksDB, data in the
 //! log, both from one data directory.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use sluice_broker::clock::SystemClock;
-use sluice_broker::log::{Durability, LogError, LogOptions, TopicConfig};
+use sluice_broker::log::{Durability, LogError, TopicConfig};
 use sluice_broker::store::{Catalog, Store, StoreError};
-use sluice_protocol::batch::BatchBuilder;
+
+use common::store::{batch, open_store};
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        LogOptions::default(),
-        Arc::new(SystemClock),
-        &sluice_broker::keyspaces(),
-    )
-    .unwrap()
+    open_store(dir, Arc::new(SystemClock))
 }
 
 fn one_record() -> BytesMut {
-    let mut b = BatchBuilder::new(0);
-    b.push(0, None, Some(b"hello"), &[]);
-    BytesMut::from(&b.finish()[..])
+    batch(&[b"hello"])
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Group behaviour on a real store and scheduler in a temp dir, driven by
 //! hand: a manual clock, `tick()` called by the test. The networked tests
-//! (real broker, real client) are in runtime/tests/groups.rs.
+//! (real broker, real client) are in runtime/tests/groups/.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
