@@ -12,6 +12,7 @@ use super::upkeep::{Commit, collect_commits};
 use super::{CF_GROUPS, GroupError, Groups, Result, copies, resolve_offset};
 use crate::log::{LogError, Partition};
 use crate::meta::{Batch, MetaError, WriteMode};
+use crate::sched::Delivery;
 use crate::store::Catalog;
 
 impl Groups {
@@ -238,7 +239,6 @@ impl Groups {
         let g = self.load(group)?;
         let _one_at_a_time = g.redrive.lock();
         let dlq = self.store.log().partition(&g.dead_letter_topic, 0)?;
-        let retry = self.store.log().partition(&g.retry_topic, 0)?;
         let mut cursor = self.redrive_cursor(&g, &dlq)?;
         let end = dlq.high_watermark();
         let limit = if max == 0 { u64::MAX } else { u64::from(max) };
@@ -267,11 +267,29 @@ impl Groups {
             if copies_out.is_empty() {
                 break;
             }
-            retry.append(copies::batch_of(&copies_out, self.now()))?;
-            self.store
-                .meta()
-                .commit_offsets(&g.name, &[(&g.dead_letter_topic, 0, next)])?;
-            redriven += copies_out.len() as u64;
+            // The copies and the moved cursor are one write: a crash
+            // re-drives each dead letter once, never twice or not at all.
+            let count = copies_out.len() as u64;
+            let now = self.now();
+            let deliveries = copies_out
+                .into_iter()
+                .map(|record| Delivery {
+                    topic: g.retry_topic.clone(),
+                    partition: 0,
+                    due_at_ms: now,
+                    repeat: None,
+                    record,
+                })
+                .collect();
+            let meta = self.store.meta();
+            let mut cursor_moved = Batch::default();
+            meta.stage_offsets(
+                &mut cursor_moved,
+                &g.name,
+                &[(&g.dead_letter_topic, 0, next)],
+            )?;
+            self.scheduler.schedule_with(deliveries, cursor_moved)?;
+            redriven += count;
             cursor = next;
         }
         g.changed.notify_waiters();

@@ -171,28 +171,30 @@ impl Groups {
             partition: tp.partition,
             offset: job.offset,
         };
-        let copy = copies::failed_copy(source, &origin, job.attempt, job.dead.as_deref());
-        match &job.dead {
-            Some(reason) => {
+        let record = copies::failed_copy(source, &origin, job.attempt, job.dead.as_deref());
+        // Both go through the scheduler, due now or later: it appends each
+        // exactly once, across crashes, with its own producer id.
+        let topic = match &job.dead {
+            Some(_) => {
                 self.ensure_topic(&g.dead_letter_topic)?;
-                let dlq = self.store.log().partition(&g.dead_letter_topic, 0)?;
-                dlq.append(copies::batch_of(&[copy], self.now()))?;
-                tracing::info!(group = %g.name, topic = %tp.topic, partition = tp.partition, offset = job.offset,
-                    attempts = job.attempt, reason = %reason, "message dead-lettered");
+                g.dead_letter_topic.clone()
             }
-            None => {
-                let delivery = Delivery {
-                    topic: g.retry_topic.clone(),
-                    partition: 0,
-                    due_at_ms: job.due_at_ms,
-                    repeat: None,
-                    record: copy,
-                };
-                self.scheduler
-                    .schedule(vec![delivery])
-                    .pop()
-                    .expect("one result per delivery")?;
-            }
+            None => g.retry_topic.clone(),
+        };
+        let delivery = Delivery {
+            topic,
+            partition: 0,
+            due_at_ms: job.due_at_ms,
+            repeat: None,
+            record,
+        };
+        self.scheduler
+            .schedule(vec![delivery])
+            .pop()
+            .expect("one result per delivery")?;
+        if let Some(reason) = &job.dead {
+            tracing::info!(group = %g.name, topic = %tp.topic, partition = tp.partition, offset = job.offset,
+                attempts = job.attempt, reason = %reason, "message dead-lettered");
         }
         Ok(())
     }

@@ -484,7 +484,7 @@ impl Scheduler {
         if accepted.is_empty() {
             return results;
         }
-        if let Err(e) = self.write_scheduled(&accepted) {
+        if let Err(e) = self.write_scheduled(&accepted, Batch::default()) {
             let reason = e.to_string();
             tracing::error!(error = %reason, "could not store scheduled messages");
             for r in results.iter_mut() {
@@ -504,9 +504,51 @@ impl Scheduler {
         results
     }
 
-    fn write_scheduled(&self, accepted: &[(DueKey, Delivery)]) -> Result<(), SchedError> {
+    /// Schedules all of `deliveries` and writes `also` in the same synced
+    /// write, or nothing: for a caller whose own state must move exactly
+    /// when the messages are scheduled (a re-drive's cursor). Each message
+    /// is then appended exactly once, like every scheduled message.
+    pub fn schedule_with(
+        &self,
+        deliveries: Vec<Delivery>,
+        also: Batch,
+    ) -> Result<Vec<Scheduled>, SchedError> {
+        let now = self.now_ms();
+        for d in &deliveries {
+            self.check(d, now)?;
+        }
+        let mut accepted = Vec::with_capacity(deliveries.len());
+        {
+            let mut st = self.state.lock();
+            for d in deliveries {
+                let seq = self.next_seq(&mut st)?;
+                let key = DueKey::new(d.due_at_ms.max(now).max(0) as u64, seq);
+                accepted.push((key, d));
+            }
+        }
+        self.write_scheduled(&accepted, also)?;
+        self.stats
+            .scheduled
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        let earliest = self.admit(accepted.iter().map(|(k, _)| *k));
+        if earliest.is_some_and(|due| (due as i64) < self.planned_wake_ms.load(Ordering::Acquire)) {
+            self.wake.notify_one();
+        }
+        Ok(accepted
+            .iter()
+            .map(|(key, _)| Scheduled {
+                delay_id: key.seq,
+                due_at_ms: key.due_ms as i64,
+            })
+            .collect())
+    }
+
+    fn write_scheduled(
+        &self,
+        accepted: &[(DueKey, Delivery)],
+        mut batch: Batch,
+    ) -> Result<(), SchedError> {
         let cfs = self.families()?;
-        let mut batch = Batch::default();
         for (key, d) in accepted {
             let mut record = d.record.clone();
             record
@@ -544,9 +586,6 @@ impl Scheduler {
         earliest
     }
 
-    /// Cancels a scheduled message. A loop message stops looping. If the
-    /// message is being dispatched right now, waits for that to finish and
-    /// answers for what is left.
     /// Whether `delay_id` is scheduled and neither delivered, cancelled
     /// nor dropped yet. One metadata read.
     pub fn is_pending(&self, delay_id: u64) -> Result<bool, SchedError> {
@@ -557,6 +596,9 @@ impl Scheduler {
         })
     }
 
+    /// Cancels a scheduled message. A loop message stops looping. If the
+    /// message is being dispatched right now, waits for that to finish and
+    /// answers for what is left.
     pub fn cancel(&self, delay_id: u64) -> Result<(CancelOutcome, String), SchedError> {
         let meta = self.store.meta();
         let cfs = self.families()?;

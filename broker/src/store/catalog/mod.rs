@@ -50,6 +50,14 @@ pub trait Catalog {
         offsets: &[(&str, u32, u64)],
         mode: WriteMode,
     ) -> Result<(), MetaError>;
+    /// Adds offset commits of `group` to `batch`, for a caller that writes
+    /// them together with other state in one atomic write.
+    fn stage_offsets(
+        &self,
+        batch: &mut Batch,
+        group: &str,
+        offsets: &[(&str, u32, u64)],
+    ) -> Result<(), MetaError>;
     /// The offset `group` committed for one partition, if any.
     fn committed_offset(
         &self,
@@ -182,8 +190,19 @@ impl Catalog for MetaStore {
             // Nothing to make durable; skip the fsync.
             return Ok(());
         }
-        let table = self.table(&GROUP_OFFSETS)?;
         let mut batch = Batch::default();
+        self.stage_offsets(&mut batch, group, offsets)?;
+        self.write(batch, mode)
+    }
+
+    fn stage_offsets(
+        &self,
+        batch: &mut Batch,
+        group: &str,
+        offsets: &[(&str, u32, u64)],
+    ) -> Result<(), MetaError> {
+        keys::validate_name("group", group)?;
+        let table = self.table(&GROUP_OFFSETS)?;
         for &(topic, partition, offset) in offsets {
             batch.put(
                 &table,
@@ -191,7 +210,7 @@ impl Catalog for MetaStore {
                 keys::encode_offset_value(offset),
             );
         }
-        self.write(batch, mode)
+        Ok(())
     }
 
     /// The offset `group` committed for one partition, if any.
