@@ -6,8 +6,8 @@
 //! on the first copy, so a retry of a retry still names the original) and
 //! how many deliveries failed (`sluice.attempt`).
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::batch::{BatchBuilder, BatchIter, Record};
+use bytes::Bytes;
+use sluice_protocol::batch::{BatchIter, Record};
 use sluice_protocol::headers;
 use sluice_protocol::ops::DelayedRecord;
 
@@ -135,25 +135,6 @@ pub fn attempts_of(attempt_header: Option<&[u8]>) -> u16 {
     attempt_header
         .and_then(|v| <[u8; 4]>::try_from(v).ok())
         .map_or(0, |b| u32::from_be_bytes(b).min(u16::MAX as u32) as u16)
-}
-
-/// One record batch holding `records`, ready to append.
-pub fn batch_of(records: &[DelayedRecord], now_ms: i64) -> BytesMut {
-    let mut b = BatchBuilder::new(now_ms);
-    for r in records {
-        let hs: Vec<(&str, Option<&[u8]>)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), Some(&v[..])))
-            .collect();
-        let ts = if r.timestamp >= 0 {
-            r.timestamp
-        } else {
-            now_ms
-        };
-        b.push(ts, r.key.as_deref(), Some(&r.value), &hs);
-    }
-    BytesMut::from(&b.finish()[..])
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@
 //! - [`admin`]: describe, list, reset, re-drive, delete;
 //! - [`assign`]: sticky, balanced partition assignment (clustering mode);
 //! - [`window`]: the per-partition books (sans-IO);
-//! - [`settings`], [`tag_expr`]: checking settings, tag filters.
+//! - [`settings`], [`tag_expr`]: checking settings, tag filters;
+//! - [`stored`]: the settings' versioned storage encoding.
 //!
 //! Retries: in clustering mode a failed message is scheduled (through the
 //! scheduler, so never early and crash-safe) into the group's retry topic,
@@ -50,6 +51,7 @@ mod push;
 mod settings;
 mod settle;
 mod state;
+mod stored;
 pub mod tag_expr;
 mod take;
 mod upkeep;
@@ -62,7 +64,6 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use sluice_protocol::codec::{Reader, Writer};
 use sluice_protocol::ops::group::{dead_letter_topic, retry_topic};
 use sluice_protocol::ops::{GroupSettings, MemberRef, OffsetSpec, TopicPartition};
 use tokio::sync::Notify;
@@ -80,7 +81,7 @@ use upkeep::Commit;
 pub use push::{Subscription, push_batch_limit};
 pub use state::{Credit, MemberLive, View};
 
-/// Group name → its settings (`GroupSettings` in wire encoding).
+/// Group name → its settings (in their stored encoding, `stored.rs`).
 pub const CF_GROUPS: Keyspace = Keyspace::plain("groups");
 
 /// The groups' column families, for the metadata store to open.
@@ -314,18 +315,15 @@ impl Groups {
         let Some(raw) = meta.table(&CF_GROUPS)?.get(name.as_bytes())? else {
             return Ok(None);
         };
-        let mut r = Reader::new(raw.to_vec().into());
-        GroupSettings::read(&mut r)
+        stored::decode(&raw)
             .map(Some)
-            .map_err(|e| GroupError::Invalid(format!("stored settings of group {name:?}: {e}")))
+            .map_err(|e| GroupError::Invalid(format!("group {name:?}: {e}")))
     }
 
     fn store_settings(&self, name: &str, s: &GroupSettings) -> Result<()> {
         let meta = self.store.meta();
-        let mut w = Writer::new();
-        s.write(&mut w);
         let mut batch = Batch::default();
-        batch.put(&meta.table(&CF_GROUPS)?, name.as_bytes(), w.finish());
+        batch.put(&meta.table(&CF_GROUPS)?, name.as_bytes(), stored::encode(s));
         meta.write(batch, WriteMode::Synced)?;
         Ok(())
     }

@@ -114,7 +114,8 @@ impl Default for GroupSettings {
 }
 
 impl GroupSettings {
-    /// Writes the settings (also the groups' storage encoding of them).
+    /// Writes the settings in their wire encoding (brokers before the
+    /// versioned storage encoding also stored this).
     pub fn write(&self, w: &mut Writer) {
         self.encode_to(w);
     }
