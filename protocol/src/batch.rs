@@ -323,7 +323,8 @@ pub struct BatchIter<'a> {
 }
 
 impl<'a> BatchIter<'a> {
-    /// Iterates the batches at the start of `buf`, as a Fetch or group delivery carries them concatenated.
+    /// Iterates the batches concatenated in `buf`, as a Fetch result or a
+    /// group delivery carries them.
     pub fn new(buf: &'a [u8]) -> Self {
         BatchIter { rest: buf }
     }

@@ -564,15 +564,15 @@ impl FunctionDescription {
 /// The level of a function's log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LogLevel {
-    /// Level 0, the most verbose.
+    /// Step-by-step detail (wire value 0), the most verbose.
     Trace,
-    /// Level 1.
+    /// Debugging detail (1).
     Debug,
-    /// Level 2.
+    /// Normal operation worth noting (2).
     Info,
-    /// Level 3.
+    /// Something unexpected that the function coped with (3).
     Warn,
-    /// Level 4, the most severe.
+    /// A failure (4), the most severe.
     Error,
 }
 

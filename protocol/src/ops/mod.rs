@@ -9,9 +9,9 @@
 //! the primitives and docs/protocol.md for the full specification.
 //!
 //! Adding an op: its request and response types with their `wire_struct!`
-//! lines (hand-written `Wire` only for tagged layouts), one line in
-//! `op_table!` below, one arm in the broker's `dispatch` (the compiler
-//! asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
+//! lines (hand-written `Wire` only for tagged layouts), one documented
+//! line in `op_table!` below, one arm in the broker's `dispatch` (the
+//! compiler asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
 //! checks them), and a sample in `tests/wire_fixtures.rs`.
 
 pub mod delay;
@@ -63,9 +63,10 @@ pub const ERROR_OP: u16 = 0xFFFF;
 /// [`Request`] (one variant per op, decoded by [`Request::decode`]) and each
 /// request type's [`RequestPayload`] impl, so adding an op is one line here,
 /// its payload types, and one arm in the broker's dispatch (which the
-/// compiler then demands). A code given twice does not compile (two equal
-/// discriminants); docs/protocol.md's table is checked against this one by
-/// `tests/op_table.rs`.
+/// compiler then demands). A line's doc comments document both its [`Op`]
+/// variant and its [`Request`] variant. A code given twice does not compile
+/// (two equal discriminants); docs/protocol.md's table is checked against
+/// this one by `tests/op_table.rs`.
 macro_rules! op_table {
     ($($(#[$doc:meta])* $code:literal $name:ident($request:ty) -> $response:ty;)*) => {
         /// Request ops: the `u16` in a request frame's header.
