@@ -4,7 +4,7 @@
 //! handshake) when it drops. A [`RequestStream`] is one bidirectional stream
 //! on it carrying pipelined requests: requests go out in the order they are
 //! sent (which is the order the broker applies produces in) and responses
-//! come back in any order, matched by request id. A [`PushStream`] is a
+//! come back in any order, matched by request id. A `PushStream` is a
 //! stream for one request that gets many responses (a group
 //! subscription), plus one-way requests that steer it (credit grants).
 //!

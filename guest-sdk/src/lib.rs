@@ -62,6 +62,8 @@
 //! The `json` feature adds `Message::json`, `OutMessage::json`,
 //! `kv::get_json`/`kv::set_json` and re-exports `serde` and `serde_json`.
 
+#![warn(missing_docs)]
+
 extern crate self as sluice_guest;
 
 #[doc(hidden)]

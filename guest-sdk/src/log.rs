@@ -19,10 +19,15 @@ use std::fmt;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Most verbose: step-by-step detail, usually filtered out.
     Trace,
+    /// Debugging detail.
     Debug,
+    /// Normal operation worth noting.
     Info,
+    /// Something unexpected that the function coped with.
     Warn,
+    /// A failure; operators look at these first.
     Error,
 }
 

@@ -31,6 +31,7 @@ use crate::Message;
 pub struct OutMessage {
     /// Partitioning key; messages with the same key keep their order.
     pub key: Option<Vec<u8>>,
+    /// The message body, raw bytes.
     pub value: Vec<u8>,
     /// User properties and `sluice.tag` headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,

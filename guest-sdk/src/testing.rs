@@ -59,7 +59,9 @@ pub const DEFAULT_NOW_MS: u64 = 1_700_000_000_000;
 /// A message published through [`emit`](crate::emit()).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
+    /// The topic it was emitted to.
     pub topic: String,
+    /// The message as emitted.
     pub message: OutMessage,
 }
 
@@ -68,27 +70,34 @@ pub struct Emitted {
 pub struct Scheduled {
     /// The delay id the call returned (`delay-1`, `delay-2`, ... in the mock).
     pub id: String,
+    /// The topic it will be published to.
     pub topic: String,
     /// When it is due, in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// The delay it was scheduled with, for [`schedule::after`](crate::schedule::after);
     /// `None` for [`schedule::at`](crate::schedule::at).
     pub delay_ms: Option<u64>,
+    /// The message as scheduled.
     pub message: OutMessage,
 }
 
 /// One logged line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The level it was logged at.
     pub level: Level,
+    /// The text.
     pub message: String,
 }
 
 /// The host capabilities whose calls can fail, for [`fail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Capability {
+    /// [`emit`](crate::emit()) calls.
     Emit,
+    /// [`schedule`](crate::schedule) calls, `cancel` included.
     Schedule,
+    /// [`kv`](crate::kv) calls: `get`, `set` and `delete`.
     Kv,
 }
 

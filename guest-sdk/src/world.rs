@@ -139,7 +139,10 @@ pub enum Outcome {
     Ack,
     /// Deliver the message again, after `after` (whole milliseconds), or
     /// after the group's retry backoff when `None`.
-    Retry { after: Option<Duration> },
+    Retry {
+        /// Delay before the next delivery (sent in whole milliseconds); `None` follows the group's retry ladder.
+        after: Option<Duration>,
+    },
     /// Give up: move the message to the group's dead-letter topic with this
     /// reason.
     DeadLetter(String),
@@ -214,6 +217,7 @@ impl From<crate::HostError> for Outcome {
 pub struct Output {
     /// The destination topic; `None` is the deployment's output topic.
     pub topic: Option<String>,
+    /// The message to publish.
     pub message: OutMessage,
 }
 

@@ -86,6 +86,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// Builds the engine: wasmtime with the component model, the compiled-component cache and the epoch ticker that enforces call deadlines. Fails only when wasmtime refuses the configuration (or the cache directory cannot be used); build one per process and share it.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         let err = |e: wasmtime::Error| EngineError(format!("{e:#}"));
         let mut wasm = Config::new();

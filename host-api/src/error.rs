@@ -8,42 +8,70 @@ use crate::world::FunctionKind;
 /// returned; the message is meant for the function's author.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The bytes do not parse or validate as a WebAssembly component (a core module is refused too).
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
     #[error(
         "the component implements no Sluice world: it exports [{exports}] but a function must export `filter` (world filter), `transform` (world transform) or `handle` (world handler)"
     )]
-    NoWorld { exports: String },
+    /// The component exports none of `filter`, `transform` or `handle`.
+    NoWorld {
+        /// The component's exports, comma-separated, to show the author.
+        exports: String,
+    },
     #[error(
         "the component exports the functions of several worlds ({worlds}); a function implements exactly one"
     )]
-    SeveralWorlds { worlds: String },
+    /// The component exports the functions of more than one world.
+    SeveralWorlds {
+        /// The worlds whose exports it has.
+        worlds: String,
+    },
+    /// The component implements another world than the deployment's kind.
     #[error("the component implements the {found} world, but the deployment asks for a {expected}")]
     WrongWorld {
+        /// The kind the deployment (manifest) asks for.
         expected: FunctionKind,
+        /// The kind the component implements.
         found: FunctionKind,
     },
     #[error(
         "unexpected import `{name}`: a function may import only the sluice:bus host interfaces (types, log, emit, schedule, kv, config, clock) and WASI 0.2"
     )]
-    UnexpectedImport { name: String },
+    /// The component imports something outside sluice:bus and WASI 0.2; the host cannot satisfy it.
+    UnexpectedImport {
+        /// The import's name.
+        name: String,
+    },
     #[error(
         "import `{name}` needs a sluice:bus version this engine does not implement (it implements {})",
         crate::world::PACKAGE_VERSION
     )]
-    UnsupportedVersion { name: String },
+    /// The component was built against a sluice:bus version this engine does not implement; rebuild it against the engine's WIT.
+    UnsupportedVersion {
+        /// The import's name, with its version.
+        name: String,
+    },
+    /// Linking the component's imports against the host failed (a signature mismatch).
     #[error("the component's imports do not match the host's: {0}")]
     Link(String),
+    /// An export of the component's world has the wrong signature.
     #[error("export `{export}` does not have the signature of the {kind} world: {message}")]
     BadExport {
+        /// The world the export belongs to.
         kind: FunctionKind,
+        /// The export's name.
         export: &'static str,
+        /// What does not match.
         message: String,
     },
+    /// The component could not be instantiated (its start function trapped, or the instance pool is exhausted).
     #[error("the component failed to start: {0}")]
     Instantiate(String),
+    /// The deployment's limits are invalid (a zero or over-large value).
     #[error("the deployment's limits are invalid: {0}")]
     Limits(String),
+    /// The first call, which runs the guest's `init` with the deployment's config, failed; the author's message is included.
     #[error("the function failed its first call (its init or configuration): {0}")]
     Init(String),
 }
@@ -69,6 +97,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for metrics that list a counter per kind.
     pub const ALL: [ErrorKind; 7] = [
         Self::Timeout,
         Self::Memory,
@@ -104,7 +133,9 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{function}: {kind}: {message}")]
 pub struct CallError {
+    /// The function's name, as deployed.
     pub function: String,
+    /// What went wrong; decides whether the broker counts an attempt (see [`Self::is_transient`]).
     pub kind: ErrorKind,
     /// What happened, including the guest's panic message when it wrote one.
     pub message: String,

@@ -26,7 +26,9 @@ use crate::world::FunctionKind;
 #[derive(Debug, Clone, PartialEq, Eq, ComponentType, Lower)]
 #[component(record)]
 pub struct BatchContext {
+    /// The topic the batch was read from.
     pub topic: String,
+    /// The partition the batch was read from.
     pub partition: u32,
     /// The consumer group served (filters and handlers).
     pub group: Option<String>,
@@ -97,15 +99,18 @@ impl Default for FunctionLimits {
 /// host calls reach.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
+    /// The function's name; it names the function in logs, metrics and [`crate::CallError`]s.
     pub name: String,
     /// The world the deployment expects; `None` accepts any.
     pub kind: Option<FunctionKind>,
     /// Parameters the guest reads through `config`.
     pub config: BTreeMap<String, String>,
+    /// Per-call and per-instance limits.
     pub limits: FunctionLimits,
     /// Topics `emit`, `schedule` and transform outputs may name; `None`
     /// allows any.
     pub allowed_topics: Option<BTreeSet<String>>,
+    /// What host calls reach: kv, delay lookup, clock, log sink.
     pub services: Services,
 }
 
@@ -126,12 +131,15 @@ impl FunctionSpec {
 /// A successful call: the answer and the effects to commit with it.
 #[derive(Debug, Clone)]
 pub struct CallOutput<T> {
+    /// The guest's answer: [`FilterVerdicts`], a [`TransformOutput`] or one [`Outcome`] per message.
     pub answer: T,
+    /// Emits, schedules, kv writes and cancellations of the call, to commit with the batch (or drop when the batch is not committed).
     pub effects: Effects,
     /// Messages in the batch.
     pub messages: usize,
     /// Fuel burned (0 unless the engine counts fuel).
     pub fuel: u64,
+    /// Wall time of the call, instance checkout included.
     pub elapsed: Duration,
 }
 
@@ -155,10 +163,12 @@ impl FilterVerdicts {
         self.0.iter().filter(|v| **v != 0).count()
     }
 
+    /// Number of messages answered for (the batch's record count).
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the batch had no messages.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

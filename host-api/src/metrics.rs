@@ -35,6 +35,7 @@ pub struct MetricsSnapshot {
     /// Instances created, and recycled (dropped after a trap, after their
     /// call budget or above their memory threshold).
     pub instances_created: u64,
+    /// Instances dropped after a trap, their call budget, or growing above the memory threshold.
     pub instances_recycled: u64,
 }
 

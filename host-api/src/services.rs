@@ -23,14 +23,18 @@ use parking_lot::Mutex;
 /// A message header: name and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Header name (UTF-8).
     pub name: String,
+    /// Header value, raw bytes.
     pub value: Vec<u8>,
 }
 
 /// A message a function publishes through `emit` or `schedule`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutgoingMessage {
+    /// The record key; `None` for a null key (the broker then picks the partition without one).
     pub key: Option<Vec<u8>>,
+    /// The record value.
     pub value: Vec<u8>,
     /// User headers and `sluice.tag` headers, in order.
     pub headers: Vec<Header>,
@@ -52,12 +56,16 @@ impl OutgoingMessage {
 /// Why a host call failed; the guest sees it as the WIT `host-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
+    /// The deployment does not grant this (emitting to a topic outside its allowed topics, say).
     #[error("denied: {0}")]
     Denied(String),
+    /// An argument is invalid (unknown topic, a time beyond the scheduler's horizon, an oversized value ...).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A per-call budget is spent (emitted messages or bytes, kv bytes ...).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// The host could not do it now; retrying the message may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
 }
@@ -65,17 +73,24 @@ pub enum HostError {
 /// Log levels, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Most verbose.
     Trace,
+    /// Debugging detail.
     Debug,
+    /// Normal operation.
     Info,
+    /// Something unexpected that the function handled.
     Warn,
+    /// A failure.
     Error,
 }
 
 /// A message published now, buffered until the call's batch commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
+    /// The topic to publish to (checked against the allowed topics).
     pub topic: String,
+    /// The message.
     pub message: OutgoingMessage,
 }
 
@@ -84,16 +99,20 @@ pub struct Emitted {
 pub struct Scheduled {
     /// The delay id returned to the guest (a UUIDv7, so ids sort by time).
     pub id: String,
+    /// The topic to publish to when due.
     pub topic: String,
     /// Due time in milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// The message.
     pub message: OutgoingMessage,
 }
 
 /// Side effects of one successful call, to commit with its batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
+    /// Messages to publish now, in call order.
     pub emitted: Vec<Emitted>,
+    /// Messages to publish later, in call order.
     pub scheduled: Vec<Scheduled>,
     /// Final kv state of every key the call wrote: `None` means deleted.
     pub kv_writes: BTreeMap<String, Option<Vec<u8>>>,
@@ -114,6 +133,7 @@ impl Effects {
 /// Reads the function's durable key-value state (writes arrive as
 /// [`Effects::kv_writes`]).
 pub trait KvStore: Send + Sync {
+    /// The value stored under `key` in the function's namespace, `None` when absent; [`HostError::Unavailable`] when the store fails (the guest may retry the message).
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError>;
 }
 
@@ -133,6 +153,7 @@ pub trait Clock: Send + Sync {
 /// Receives the function's log lines (guest `log` calls and whatever it
 /// writes to stderr, such as panic messages).
 pub trait LogSink: Send + Sync {
+    /// Records one line of function `function`'s log; must not block the call for long (the broker rate-limits and rings lines).
     fn log(&self, function: &str, level: Level, message: &str);
 }
 
@@ -140,9 +161,13 @@ pub trait LogSink: Send + Sync {
 /// deployment (its kv namespaced to the function).
 #[derive(Clone)]
 pub struct Services {
+    /// The function's durable key-value reads.
     pub kv: Arc<dyn KvStore>,
+    /// Whether delay ids a guest cancels are pending.
     pub delays: Arc<dyn DelayLookup>,
+    /// The time `now` host calls and schedule deadlines use.
     pub clock: Arc<dyn Clock>,
+    /// Where guest log lines and stderr go.
     pub log: Arc<dyn LogSink>,
 }
 

@@ -27,6 +27,7 @@ pub enum FunctionKind {
 }
 
 impl FunctionKind {
+    /// Every kind, in wire order (filter, transform, handler).
     pub const ALL: [FunctionKind; 3] = [Self::Filter, Self::Transform, Self::Handler];
 
     /// The name of the world in `wit/sluice-bus.wit`.

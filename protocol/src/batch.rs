@@ -70,13 +70,23 @@ const CONTROL_BIT: u16 = 0x20;
 pub enum BatchError {
     /// The buffer ends before the batch does.
     #[error("truncated batch: need {needed} bytes, have {available}")]
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        /// Bytes the batch says it takes (header included).
+        needed: usize,
+        /// Bytes the buffer actually holds.
+        available: usize,
+    },
     /// The magic byte is not 2.
     #[error("unknown record-batch magic {0} (only magic 2 is supported)")]
     UnknownMagic(u8),
     /// The stored CRC does not match the bytes.
     #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    CrcMismatch { stored: u32, computed: u32 },
+    CrcMismatch {
+        /// The CRC-32C written in the header.
+        stored: u32,
+        /// The CRC-32C of the bytes as received.
+        computed: u32,
+    },
     /// The batch length field is impossible.
     #[error("invalid batch length {0}")]
     InvalidLength(i64),
@@ -101,19 +111,31 @@ pub enum TimestampType {
 /// The fixed-size header of a batch, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Offset of the first record; the broker overwrites it on append (a producer writes 0).
     pub base_offset: u64,
     /// Bytes after the length field (total size is `LOG_OVERHEAD + batch_length`).
     pub batch_length: u32,
+    /// Ignored by Sluice (a producer writes -1); kept for Kafka compatibility.
     pub partition_leader_epoch: i32,
+    /// Format version; only 2 parses.
     pub magic: u8,
+    /// CRC-32C (Castagnoli) of the bytes from the attributes to the end of the batch.
     pub crc: u32,
+    /// Raw attribute bits; read them through [`Self::compression`], [`Self::timestamp_type`], [`Self::is_transactional`] and [`Self::is_control`].
     pub attributes: u16,
+    /// Record count - 1: the last record's offset is `base_offset + last_offset_delta`.
     pub last_offset_delta: u32,
+    /// Timestamp of the first record, ms since the Unix epoch; record timestamps are deltas from it.
     pub base_timestamp: i64,
+    /// Largest record timestamp in the batch (ms since the epoch); under log-append time the broker's append time.
     pub max_timestamp: i64,
+    /// Idempotent producer id from the handshake, or -1 for a plain producer.
     pub producer_id: i64,
+    /// Epoch of `producer_id`, or -1; an older epoch than one already written is fenced.
     pub producer_epoch: i16,
+    /// Sequence number of the first record (per producer and partition), or -1.
     pub base_sequence: i32,
+    /// Number of records, at least 1 in a valid batch.
     pub record_count: u32,
 }
 
@@ -174,10 +196,12 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// The compression codec (attribute bits 0-2); Sluice accepts only 0, uncompressed.
     pub fn compression(&self) -> u8 {
         (self.attributes & COMPRESSION_MASK) as u8
     }
 
+    /// Whether record timestamps are the producer's or the broker's append time (attribute bit 3).
     pub fn timestamp_type(&self) -> TimestampType {
         if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
             TimestampType::LogAppendTime
@@ -186,10 +210,12 @@ impl BatchHeader {
         }
     }
 
+    /// Kafka's transactional bit (4); Sluice has no transactions and never sets it.
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0
     }
 
+    /// Kafka's control-batch bit (5); Sluice writes no control batches.
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }
@@ -220,6 +246,7 @@ impl<'a> BatchView<'a> {
         })
     }
 
+    /// The decoded fixed-size header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -296,6 +323,8 @@ pub struct BatchIter<'a> {
 }
 
 impl<'a> BatchIter<'a> {
+    /// Iterates the batches concatenated in `buf`, as a Fetch result or a
+    /// group delivery carries them.
     pub fn new(buf: &'a [u8]) -> Self {
         BatchIter { rest: buf }
     }
@@ -329,7 +358,9 @@ pub struct Record<'a> {
     /// Milliseconds since the Unix epoch (the batch's max timestamp under
     /// log-append time).
     pub timestamp: i64,
+    /// The key, `None` for a null key (length -1).
     pub key: Option<&'a [u8]>,
+    /// The value, `None` for a null value (length -1; a tombstone in Kafka terms).
     pub value: Option<&'a [u8]>,
     header_count: u32,
     header_bytes: &'a [u8],
@@ -558,6 +589,7 @@ impl BatchBuilder {
         self.count as usize
     }
 
+    /// Whether no record has been added yet (an empty builder cannot be finished into a valid batch).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -19,14 +19,29 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The payload ends before a field does.
     #[error("payload ends early: needed {needed} more bytes for {what}")]
-    Truncated { what: &'static str, needed: usize },
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+        /// Bytes missing.
+        needed: usize,
+    },
+    /// A `string` field holds bytes that are not UTF-8.
     #[error("string field is not valid UTF-8")]
     InvalidUtf8,
+    /// A field holds a value outside its range (a bool that is not 0 or 1, an unknown enum tag).
     #[error("invalid value for {what}: {value}")]
-    InvalidValue { what: &'static str, value: i64 },
+    InvalidValue {
+        /// The field being read.
+        what: &'static str,
+        /// The value found, widened to `i64`.
+        value: i64,
+    },
+    /// Bytes are left after the whole payload was read (the count is in the variant).
     #[error("{0} bytes left over after the payload")]
     TrailingBytes(usize),
+    /// A request frame's op is not in the op table.
     #[error("unknown op {0:#06x}")]
     UnknownOp(u16),
 }
@@ -38,10 +53,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Reads from a whole payload (the frame's payload bytes).
     pub fn new(buf: Bytes) -> Self {
         Reader { buf }
     }
 
+    /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.buf.remaining()
     }
@@ -56,11 +73,13 @@ impl Reader {
         Ok(())
     }
 
+    /// Reads a `u8`; `what` names the field in a [`DecodeError`].
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         self.need(what, 1)?;
         Ok(self.buf.get_u8())
     }
 
+    /// Reads a `bool` (`0` or `1`; anything else is [`DecodeError::InvalidValue`]).
     pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
@@ -72,31 +91,37 @@ impl Reader {
         }
     }
 
+    /// Reads a big-endian `u16`.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         self.need(what, 2)?;
         Ok(self.buf.get_u16())
     }
 
+    /// Reads a big-endian `i16`.
     pub fn i16(&mut self, what: &'static str) -> Result<i16, DecodeError> {
         self.need(what, 2)?;
         Ok(self.buf.get_i16())
     }
 
+    /// Reads a big-endian `u32`.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         self.need(what, 4)?;
         Ok(self.buf.get_u32())
     }
 
+    /// Reads a big-endian `u64`.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         self.need(what, 8)?;
         Ok(self.buf.get_u64())
     }
 
+    /// Reads a big-endian `i64`.
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         self.need(what, 8)?;
         Ok(self.buf.get_i64())
     }
 
+    /// Reads a `string`: a `u16` byte length, then UTF-8 (invalid UTF-8 is [`DecodeError::InvalidUtf8`]).
     pub fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let len = self.u16(what)? as usize;
         self.need(what, len)?;
@@ -124,6 +149,7 @@ impl Reader {
         Ok(n)
     }
 
+    /// Reads an `array<T>`: a `u32` count checked with [`Self::count`], then `element` once per element.
     pub fn array<T>(
         &mut self,
         what: &'static str,
@@ -154,45 +180,54 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// An empty writer.
     pub fn new() -> Self {
         Writer::default()
     }
 
+    /// An empty writer with room for `n` bytes, to avoid regrowing for payloads of known size.
     pub fn with_capacity(n: usize) -> Self {
         Writer {
             buf: BytesMut::with_capacity(n),
         }
     }
 
+    /// Writes a `u8`.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.put_u8(v);
         self
     }
 
+    /// Writes a `bool` as `0` or `1`.
     pub fn bool(&mut self, v: bool) -> &mut Self {
         self.u8(v as u8)
     }
 
+    /// Writes a big-endian `u16`.
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.buf.put_u16(v);
         self
     }
 
+    /// Writes a big-endian `i16`.
     pub fn i16(&mut self, v: i16) -> &mut Self {
         self.buf.put_i16(v);
         self
     }
 
+    /// Writes a big-endian `u32`.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.put_u32(v);
         self
     }
 
+    /// Writes a big-endian `u64`.
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.buf.put_u64(v);
         self
     }
 
+    /// Writes a big-endian `i64`.
     pub fn i64(&mut self, v: i64) -> &mut Self {
         self.buf.put_i64(v);
         self
@@ -210,16 +245,19 @@ impl Writer {
         self
     }
 
+    /// Writes a `bytes`: a `u32` length, then the bytes.
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.buf.put_u32(b.len() as u32);
         self.buf.put_slice(b);
         self
     }
 
+    /// Writes an array's `u32` element count; the caller writes the elements after it.
     pub fn count(&mut self, n: usize) -> &mut Self {
         self.u32(n as u32)
     }
 
+    /// The payload written so far, ready to put in a frame.
     pub fn finish(self) -> Bytes {
         self.buf.freeze()
     }
@@ -237,6 +275,7 @@ pub trait Wire: Sized {
     /// The fewest bytes any value takes: bounds an array's declared count
     /// by the bytes left before anything is allocated.
     const MIN_LEN: usize;
+    /// Appends the value's encoding.
     fn encode_to(&self, w: &mut Writer);
     /// Reads a value; `what` names the field in errors.
     fn decode_from(r: &mut Reader, what: &'static str) -> Result<Self, DecodeError>;

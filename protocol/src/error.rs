@@ -23,8 +23,11 @@ pub enum ErrorCode {
     AuthenticationFailed,
     /// A request came before a successful handshake.
     NotAuthenticated,
+    /// No topic of that name.
     UnknownTopic,
+    /// The topic has no partition of that id.
     UnknownPartition,
+    /// CreateTopic of a topic that already exists.
     TopicAlreadyExists,
     /// A topic name or setting is not valid.
     InvalidConfig,
@@ -70,6 +73,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's number on the wire.
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::None => 0,
@@ -103,6 +107,7 @@ impl ErrorCode {
         }
     }
 
+    /// The code for a number off the wire; numbers this build does not know become [`ErrorCode::Unknown`] (not retriable).
     pub fn from_u16(code: u16) -> Self {
         match code {
             0 => ErrorCode::None,
@@ -189,11 +194,14 @@ impl std::fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct WireError {
+    /// What went wrong, for a client to branch on.
     pub code: ErrorCode,
+    /// Detail for people; do not parse it.
     pub message: String,
 }
 
 impl WireError {
+    /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         WireError {
             code,

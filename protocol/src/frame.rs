@@ -27,8 +27,11 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The op: a request op, a response op (request op with [`crate::ops::RESPONSE_BIT`]) or [`crate::ops::ERROR_OP`].
     pub op: u16,
+    /// Chosen by the client, echoed in the response; unique only among a stream's outstanding requests (0 is reserved for stream errors).
     pub request_id: u32,
+    /// The op-specific payload (control payload or, for produce and fetch, record batches inside it).
     pub payload: Bytes,
 }
 
@@ -57,8 +60,15 @@ pub fn encode(op: u16, request_id: u32, payload: &[u8], out: &mut BytesMut) {
 /// decoder no longer knows where the next frame starts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The length field announces a frame over the limit; refused before the payload is buffered.
     #[error("frame of {size} bytes is over the limit of {max} bytes")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The frame's total size, header included.
+        size: usize,
+        /// The decoder's limit.
+        max: usize,
+    },
+    /// The length field is below 6, the bytes of op and request id it must cover.
     #[error("frame length {0} is shorter than the 6 bytes of op and request id")]
     TooShort(u32),
 }

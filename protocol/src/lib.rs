@@ -24,6 +24,8 @@
 //!
 //! docs/protocol.md is the specification these modules implement.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod codec;
 pub mod error;

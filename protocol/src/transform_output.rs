@@ -39,12 +39,21 @@ const KIND_FAILURE: u8 = 1;
 /// Why a transform output buffer could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OutputError {
+    /// The buffer ends inside an entry starting at this byte.
     #[error("transform output ends inside an entry at byte {0}")]
     Truncated(usize),
+    /// An entry's kind byte is neither message nor failure.
     #[error("transform output has unknown entry kind {kind} at byte {at}")]
-    UnknownKind { kind: u8, at: usize },
+    UnknownKind {
+        /// The kind byte found (0 message and 1 failure are known).
+        kind: u8,
+        /// Its position in the buffer.
+        at: usize,
+    },
+    /// A topic, header name or reason at this byte is not UTF-8.
     #[error("transform output has a string that is not UTF-8 at byte {0}")]
     NotUtf8(usize),
+    /// A key length at this byte is negative but not -1 (null).
     #[error("transform output has a negative key length other than -1 at byte {0}")]
     BadKeyLength(usize),
 }
@@ -54,15 +63,24 @@ pub enum OutputError {
 pub enum OutputEntry<'a> {
     /// An output message produced for input `input`.
     Message {
+        /// Index of the input message (in the batch handed to the call) this output came from.
         input: u32,
         /// Destination topic; empty means the deployment's output topic.
         topic: &'a str,
+        /// The key, `None` for a null key.
         key: Option<&'a [u8]>,
+        /// The value.
         value: &'a [u8],
+        /// Headers to add to the message (read lazily from the buffer).
         headers: OutputHeaders<'a>,
     },
     /// Input `input` failed; `reason` says why.
-    Failure { input: u32, reason: &'a str },
+    Failure {
+        /// Index of the failed input message in the batch.
+        input: u32,
+        /// Why, as the function said; kept with the failure for the operator.
+        reason: &'a str,
+    },
 }
 
 /// Appends entries to an output buffer.
@@ -156,6 +174,7 @@ pub struct OutputReader<'a> {
 }
 
 impl<'a> OutputReader<'a> {
+    /// Reads the entries of a buffer a transform returned.
     pub fn new(buf: &'a [u8]) -> Self {
         Self {
             cur: Cursor { buf, pos: 0 },

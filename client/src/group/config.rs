@@ -42,8 +42,8 @@ pub struct GroupConfig {
     pub instance_id: String,
     /// The broker drops a member it has not heard from for this long.
     pub session_timeout: Duration,
-    /// Ack every message as [`GroupConsumer::poll`] or the
-    /// [`GroupStream`] hands it out, before the application processes it:
+    /// Ack every message as [`GroupConsumer::poll`](crate::GroupConsumer::poll) or the
+    /// [`GroupStream`](crate::GroupStream) hands it out, before the application processes it:
     /// a message whose processing fails or crashes is lost rather than
     /// retried (at most once). Nacks on such messages change nothing.
     pub auto_ack: bool,

@@ -62,7 +62,7 @@ impl GroupConsumer {
     /// `Ok` acks the message, `Err` nacks it for a retry with the error's
     /// text as the reason. A handler may settle the message itself (say,
     /// [`GroupMessage::dead_letter`] for a message that can never succeed);
-    /// its result then changes nothing. [`GroupConfig::auto_ack`] does not
+    /// its result then changes nothing. [`GroupConfig::auto_ack`](crate::GroupConfig::auto_ack) does not
     /// apply here. Handlers run concurrently on the calling task: spawn
     /// CPU-heavy work onto other threads.
     ///
@@ -283,7 +283,7 @@ async fn subscribe_once(
 /// Messages the broker pushes to this member, as a [`Stream`].
 ///
 /// The broker pushes only as much as the credit window
-/// ([`GroupConfig::credit_window`]) allows: credit is granted back as the
+/// ([`GroupConfig::credit_window`](crate::GroupConfig::credit_window)) allows: credit is granted back as the
 /// application takes messages out, so the local buffer never holds more
 /// than the window. Connection losses and a forgotten member are repaired
 /// in the background (rejoin, resubscribe) and only logged; an `Err` item

@@ -25,7 +25,10 @@ pub enum LoopBackoff {
     Fixed,
     /// The interval doubles after each delivery, up to `max_interval_ms`
     /// (0 = no cap).
-    Exponential { max_interval_ms: u64 },
+    Exponential {
+        /// Cap of the doubling interval, ms; 0 = no cap, otherwise at least the loop's interval.
+        max_interval_ms: u64,
+    },
 }
 
 /// A loop message (DDMQ's loop delay): delivered first when due, then again
@@ -34,19 +37,23 @@ pub enum LoopBackoff {
 /// one of the two bounds is required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopSpec {
+    /// Time between due times, ms: at least 10 and no longer than the scheduler's horizon. Each due time counts from the previous one, so a late delivery does not shift the rest.
     pub interval_ms: u64,
     /// Total deliveries, the first included; 0 = bounded by `expire_at_ms` only.
     pub times: u32,
     /// No delivery is due after this time (ms since the epoch); -1 = no
     /// expiry, bounded by `times` only.
     pub expire_at_ms: i64,
+    /// Whether the interval stays fixed or doubles.
     pub backoff: LoopBackoff,
 }
 
 /// The message a schedule carries: a record without an offset.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DelayedRecord {
+    /// The record key, `None` for none; the client's partitioner already used it to pick the partition.
     pub key: Option<Bytes>,
+    /// The record value.
     pub value: Bytes,
     /// Record headers, the message id and tags included (see `headers`).
     pub headers: Vec<(String, Bytes)>,
@@ -57,24 +64,31 @@ pub struct DelayedRecord {
 /// One message to schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleEntry {
+    /// Topic to append to when due; a topic deleted by then drops the message.
     pub topic: String,
     /// Chosen by the client (its partitioner), as for a produce.
     pub partition: u32,
+    /// When it is (first) due; further ahead than the scheduler's horizon is `INVALID_ARGUMENT`.
     pub when: When,
+    /// `Some` for a loop message, delivered repeatedly.
     pub repeat: Option<LoopSpec>,
+    /// What is appended when due.
     pub record: DelayedRecord,
 }
 
 /// Schedules messages; each entry succeeds or fails on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleRequest {
+    /// Messages to schedule, answered in this order.
     pub entries: Vec<ScheduleEntry>,
 }
 
 /// The outcome of one entry, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleResult {
+    /// [`ErrorCode::None`] on success; the other entries are unaffected by this one's error.
     pub error: ErrorCode,
+    /// What went wrong; empty on success.
     pub message: String,
     /// The id to cancel it by (0 on error).
     pub delay_id: u64,
@@ -82,8 +96,10 @@ pub struct ScheduleResult {
     pub due_at_ms: i64,
 }
 
+/// Answers a schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleResponse {
+    /// One per entry, in request order.
     pub results: Vec<ScheduleResult>,
 }
 
@@ -180,6 +196,7 @@ impl DelayedRecord {
 /// Cancels scheduled messages (a loop message stops looping).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelDelaysRequest {
+    /// Delay ids, as [`ScheduleResult::delay_id`] gave them.
     pub ids: Vec<u64>,
 }
 
@@ -223,16 +240,21 @@ impl CancelOutcome {
     }
 }
 
+/// The outcome of cancelling one id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelResult {
+    /// The id asked about.
     pub delay_id: u64,
+    /// What happened to it.
     pub outcome: CancelOutcome,
     /// A sentence for people (when it was delivered or cancelled, ...).
     pub message: String,
 }
 
+/// Answers a cancel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelDelaysResponse {
+    /// One per id, in request order.
     pub results: Vec<CancelResult>,
 }
 
@@ -245,8 +267,10 @@ pub struct ListDelaysRequest {
     pub topic: String,
 }
 
+/// Pending scheduled messages of one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelaySummary {
+    /// Topic name.
     pub topic: String,
     /// Messages waiting (a loop message counts once).
     pub pending: u64,
@@ -254,8 +278,10 @@ pub struct DelaySummary {
     pub next_due_ms: i64,
 }
 
+/// Answers a list of delays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListDelaysResponse {
+    /// One per topic with pending messages, sorted by name; a topic with none is left out.
     pub topics: Vec<DelaySummary>,
 }
 

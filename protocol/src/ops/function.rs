@@ -59,6 +59,7 @@ impl FunctionKind {
         }
     }
 
+    /// The wire tag: 0 filter, 1 transform, 2 handler.
     pub fn to_u8(self) -> u8 {
         match self {
             FunctionKind::Filter => 0,
@@ -67,6 +68,7 @@ impl FunctionKind {
         }
     }
 
+    /// Reads the wire tag; any other value is [`DecodeError::InvalidValue`].
     pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             0 => Ok(FunctionKind::Filter),
@@ -109,13 +111,19 @@ pub enum Attach {
     /// Tag 0: evaluated server-side before delivery to every member of
     /// `group` (the group must exist or be joined later; the filter applies
     /// whichever member receives).
-    Filter { group: String },
+    Filter {
+        /// The consumer group whose deliveries it filters.
+        group: String,
+    },
     /// Tag 1: reads `input`, writes to `outputs` (the first is the default
     /// output), exactly once; `start` is where it starts when it has no
     /// stored position yet (a redeploy keeps the position).
     Transform {
+        /// The topic it reads.
         input: String,
+        /// The topics it writes; at least one, not `input` itself.
         outputs: Vec<String>,
+        /// Where it starts without a stored position (earliest, latest or a timestamp).
         start: OffsetSpec,
     },
     /// Tag 2: runs as a member of `group`, joining with `settings` (so a
@@ -123,8 +131,11 @@ pub enum Attach {
     /// `concurrency` is how many batches it has in flight at once (0 = the
     /// broker's default).
     Handler {
+        /// The group it consumes as a member of.
         group: String,
+        /// The settings it joins with (topic, retries, ordering, filter, start).
         settings: GroupSettings,
+        /// Batches in flight at once; 0 = the broker's default.
         concurrency: u32,
     },
 }
@@ -236,6 +247,7 @@ pub struct FunctionManifest {
     pub attach: Attach,
     /// Key/value pairs the function reads through the host's config API.
     pub config: Vec<(String, String)>,
+    /// Per-call limits; 0 in a field means the broker's default, so a manifest names only what it wants different.
     pub limits: FunctionLimitsSpec,
     /// Topics emit/schedule may name (transforms may also always write
     /// their outputs); empty = any topic.
@@ -390,6 +402,7 @@ fn duration_ms(d: Duration) -> u32 {
 /// manifest) fails with `INVALID_FUNCTION` and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployFunctionRequest {
+    /// Name, attachment, config and limits of the new version.
     pub manifest: FunctionManifest,
     /// The component's bytes (a WebAssembly component binary).
     pub component: Bytes,
@@ -398,6 +411,7 @@ pub struct DeployFunctionRequest {
 /// The version a deploy or rollback made active.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployFunctionResponse {
+    /// The version now active (1 for a new function).
     pub version: u32,
     /// The component's SHA-256 in lowercase hex, so a client can tell
     /// whether a deploy changed anything.
@@ -415,7 +429,9 @@ pub struct ListFunctionsRequest;
 /// One function, as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSummary {
+    /// Function name.
     pub name: String,
+    /// Filter, transform or handler.
     pub kind: FunctionKind,
     /// [`Attach::describe`] of the active version.
     pub attach: String,
@@ -429,8 +445,10 @@ pub struct FunctionSummary {
     pub errors: u64,
 }
 
+/// Answers a list of functions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListFunctionsResponse {
+    /// Every deployed function.
     pub functions: Vec<FunctionSummary>,
 }
 
@@ -440,13 +458,16 @@ pub struct ListFunctionsResponse {
 /// transforms and handlers) positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeFunctionRequest {
+    /// Function name.
     pub name: String,
 }
 
 /// A stored version of a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionVersion {
+    /// Version number, from 1.
     pub version: u32,
+    /// Its component's SHA-256, lowercase hex.
     pub digest: String,
     /// The component's size in bytes.
     pub size: u64,
@@ -464,15 +485,21 @@ pub struct FunctionMetrics {
     /// Failed calls by kind of failure (`trap`, `timeout`, `memory`,
     /// `output_limit`, `invalid_output`, ...), as the engine names them.
     pub errors: Vec<(String, u64)>,
+    /// Median call time, µs.
     pub latency_p50_us: u64,
+    /// 99th percentile call time, µs.
     pub latency_p99_us: u64,
+    /// Longest call, µs.
     pub latency_max_us: u64,
     /// Fuel burnt.
     pub fuel: u64,
     /// Time spent running calls, in microseconds.
     pub busy_us: u64,
+    /// WebAssembly instances created.
     pub instances_created: u64,
+    /// Instances dropped (after a failure, a call budget or memory growth).
     pub instances_recycled: u64,
+    /// Log lines kept.
     pub log_lines: u64,
     /// Log lines dropped by the rate limit.
     pub log_dropped: u64,
@@ -489,10 +516,13 @@ impl FunctionMetrics {
 /// partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionPosition {
+    /// Topic: a transform's input, or a handler group's topic or retry topic.
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
     /// The first offset not yet done.
     pub position: u64,
+    /// The partition's high watermark; lag is `high_watermark - position`.
     pub high_watermark: u64,
 }
 
@@ -503,16 +533,20 @@ impl FunctionPosition {
     }
 }
 
+/// A function as DescribeFunction answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionDescription {
     /// The active version's manifest.
     pub manifest: FunctionManifest,
     /// The active version.
     pub version: u32,
+    /// The active version's component digest (SHA-256, hex).
     pub digest: String,
+    /// The broker's word for its state, as in [`FunctionSummary::status`].
     pub status: String,
     /// Every stored version, oldest first.
     pub versions: Vec<FunctionVersion>,
+    /// What it has done since the broker started.
     pub metrics: FunctionMetrics,
     /// Empty for filters (they have no position of their own).
     pub positions: Vec<FunctionPosition>,
@@ -530,14 +564,20 @@ impl FunctionDescription {
 /// The level of a function's log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Step-by-step detail (wire value 0), the most verbose.
     Trace,
+    /// Debugging detail (1).
     Debug,
+    /// Normal operation worth noting (2).
     Info,
+    /// Something unexpected that the function coped with (3).
     Warn,
+    /// A failure (4), the most severe.
     Error,
 }
 
 impl LogLevel {
+    /// The wire value, 0 (trace) to 4 (error).
     pub fn to_u8(self) -> u8 {
         match self {
             LogLevel::Trace => 0,
@@ -548,6 +588,7 @@ impl LogLevel {
         }
     }
 
+    /// Reads the wire value; above 4 is [`DecodeError::InvalidValue`].
     pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             0 => Ok(LogLevel::Trace),
@@ -586,7 +627,9 @@ impl fmt::Display for LogLevel {
 /// first. To follow a log, ask again with the last line's `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionLogsRequest {
+    /// Function name.
     pub name: String,
+    /// Only lines numbered above this; 0 = from the oldest kept.
     pub after_seq: u64,
     /// 0 = the broker's default page size.
     pub max_lines: u32,
@@ -599,14 +642,18 @@ pub struct FunctionLogLine {
     pub seq: u64,
     /// When it was logged, ms since the epoch.
     pub at_ms: i64,
+    /// The level the guest (or the broker, for its own notes) logged at.
     pub level: LogLevel,
     /// The version that logged it.
     pub version: u32,
+    /// The text.
     pub message: String,
 }
 
+/// Answers a log read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionLogsResponse {
+    /// Oldest first; a jump in `seq` means lines rotated out in between.
     pub lines: Vec<FunctionLogLine>,
     /// Lines dropped by the rate limit (or rotated out before they could be
     /// read) since the broker started.
@@ -626,6 +673,7 @@ impl FunctionLogsResponse {
 /// Stops a function and forgets it: every version, its position and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteFunctionRequest {
+    /// Function name.
     pub name: String,
 }
 
@@ -634,6 +682,7 @@ pub struct DeleteFunctionRequest {
 /// `previous_version` the one it replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackFunctionRequest {
+    /// Function name.
     pub name: String,
     /// 0 = the version before the active one.
     pub to_version: u32,

@@ -74,7 +74,9 @@ impl std::fmt::Display for GroupMode {
 /// member is live (a group with no live member takes the next join's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSettings {
+    /// The topic the group consumes; it must exist when the group is joined.
     pub topic: String,
+    /// Whether members share the messages or each gets all of them.
     pub mode: GroupMode,
     /// Per-key order: no two messages with the same key in flight at once,
     /// and a failing message holds back only its own key.
@@ -129,7 +131,9 @@ impl GroupSettings {
 /// A (topic, partition) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
+    /// Topic name.
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
 }
 
@@ -139,28 +143,38 @@ pub struct TopicPartition {
 /// open and it heartbeats within the session timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinGroupRequest {
+    /// Group name: 1-200 bytes of ASCII letters, digits, `.`, `_`, `-`; a name never joined before creates the group.
     pub group: String,
     /// Empty on first join; the broker assigns one.
     pub member_id: String,
     /// A stable name for this consumer instance (broadcast progress is kept
     /// per instance); empty = the member id.
     pub instance_id: String,
+    /// The member is removed when the broker hears nothing from it for longer than this; clamped to 100-3,600,000 ms.
     pub session_timeout_ms: u32,
+    /// What the group consumes and how; must match the live members' settings (else `INCONSISTENT_GROUP`).
     pub settings: GroupSettings,
 }
 
+/// Answers a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinGroupResponse {
+    /// The member's id, for every later request; opaque, made up by the broker.
     pub member_id: String,
+    /// The group's generation after the join; it goes up whenever membership changes.
     pub generation: u32,
+    /// How often to heartbeat: a third of the (clamped) session timeout.
     pub heartbeat_interval_ms: u32,
+    /// The partitions this member receives (its topic's and the retry topic's partition 0).
     pub assignment: Vec<TopicPartition>,
 }
 
 /// Names a member of a group; the payload of heartbeat and leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
+    /// Group name.
     pub group: String,
+    /// The id [`JoinGroupResponse::member_id`] gave.
     pub member_id: String,
 }
 
@@ -169,9 +183,12 @@ pub struct MemberRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatRequest(pub MemberRef);
 
+/// Answers a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatResponse {
+    /// The group's current generation; a change means the assignment may have moved.
     pub generation: u32,
+    /// The member's partitions now.
     pub assignment: Vec<TopicPartition>,
 }
 
@@ -185,8 +202,11 @@ pub struct LeaveGroupRequest(pub MemberRef);
 /// their `attempt`-th delivery (1 = first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveredRange {
+    /// Offset of the first delivered record.
     pub first_offset: u64,
+    /// Number of consecutive offsets delivered from `first_offset`.
     pub count: u32,
+    /// Which delivery this is for each record of the range: 1 = the first.
     pub attempt: u16,
 }
 
@@ -194,16 +214,22 @@ pub struct DeliveredRange {
 /// records are delivered (the others are skipped by the client).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDelivery {
+    /// Where the records are stored: the group's topic or its retry topic (ack them there).
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
+    /// One or more whole record batches, exactly as stored; may hold records outside `ranges`, which the client skips.
     pub records: Bytes,
+    /// The records delivered to this member, in offset order, not overlapping.
     pub ranges: Vec<DeliveredRange>,
 }
 
 /// What a poll returns and what a subscription pushes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupBatch {
+    /// The group's generation when the messages were taken.
     pub generation: u32,
+    /// May be empty (a poll that found nothing); redeliveries come first.
     pub deliveries: Vec<GroupDelivery>,
 }
 
@@ -222,9 +248,13 @@ impl GroupBatch {
 /// `max_wait_ms` for at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollGroupRequest {
+    /// Who is polling.
     pub member: MemberRef,
+    /// Most messages to return; 0 behaves as 1.
     pub max_messages: u32,
+    /// Byte budget of the records (soft: at least one batch comes); 0 behaves as 1.
     pub max_bytes: u32,
+    /// Longest the broker waits for a first message; keep it below the session timeout.
     pub max_wait_ms: u32,
 }
 
@@ -236,30 +266,40 @@ pub struct PollGroupRequest {
 /// `GrantCredit`; every message pushed uses one; polls do not use credit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeRequest {
+    /// Who is subscribing.
     pub member: MemberRef,
+    /// Messages the broker may push before more credit comes; replaces the member's credit.
     pub credit: u32,
+    /// Byte budget of each pushed frame (soft, as for a poll).
     pub max_bytes: u32,
 }
 
 /// Adds credit to a member's subscription. One-way: no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantCreditRequest {
+    /// Whose subscription gets the credit.
     pub member: MemberRef,
+    /// Credit to add, in messages.
     pub messages: u32,
 }
 
 /// Offsets `first_offset .. first_offset + count` of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetRange {
+    /// First offset of the range.
     pub first_offset: u64,
+    /// Number of consecutive offsets.
     pub count: u32,
 }
 
 /// Acked ranges of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAcks {
+    /// The delivery's topic (the retry topic for a retried message).
     pub topic: String,
+    /// The delivery's partition.
     pub partition: u32,
+    /// Offsets done.
     pub ranges: Vec<OffsetRange>,
 }
 
@@ -277,9 +317,13 @@ pub enum NackAction {
 /// One failed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nack {
+    /// The delivery's topic.
     pub topic: String,
+    /// The delivery's partition.
     pub partition: u32,
+    /// The message's offset.
     pub offset: u64,
+    /// Retry (after the ladder or a given delay) or dead-letter now.
     pub action: NackAction,
     /// Why it failed; kept in the dead-letter header.
     pub reason: String,
@@ -288,8 +332,11 @@ pub struct Nack {
 /// Settles delivered messages: acks (done) and nacks (failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRequest {
+    /// Who is settling; acks count from any member, nacks only from the one holding the message.
     pub member: MemberRef,
+    /// Messages done; applied before the nacks.
     pub acks: Vec<PartitionAcks>,
+    /// Messages that failed, one entry each.
     pub nacks: Vec<Nack>,
 }
 
@@ -298,7 +345,9 @@ pub struct AckRequest {
 /// to another member that settled them) count as stale and change nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AckResponse {
+    /// Messages of the request that were in flight and are now settled.
     pub settled: u32,
+    /// Messages of the request that were not in flight: nothing changed for them.
     pub stale: u32,
 }
 
@@ -307,14 +356,20 @@ pub struct AckResponse {
 /// Names a group; the payload of describe, delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRef {
+    /// Group name.
     pub group: String,
 }
 
+/// One live member of a [`GroupDescription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberDescription {
+    /// The id its join returned.
     pub member_id: String,
+    /// Its instance id (the member id when it gave none).
     pub instance_id: String,
+    /// The client id of its connection's handshake.
     pub client_id: String,
+    /// Its partitions.
     pub assignment: Vec<TopicPartition>,
     /// Messages delivered to it and not yet settled.
     pub in_flight: u64,
@@ -324,27 +379,40 @@ pub struct MemberDescription {
 /// member instance, named in `instance_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLag {
+    /// The group's topic or its retry topic.
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
+    /// Broadcast: the member instance this progress belongs to; empty in clustering mode.
     pub instance_id: String,
     /// The first offset not yet settled (what a restart resumes from).
     pub committed: u64,
+    /// The partition's high watermark.
     pub high_watermark: u64,
     /// `high_watermark - committed`.
     pub lag: u64,
+    /// Messages delivered and not yet settled.
     pub in_flight: u64,
     /// Member that owns it now; empty when none.
     pub owner: String,
 }
 
+/// A group as DescribeGroup answers it, live members or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
+    /// Group name.
     pub group: String,
+    /// The stored (normalised) settings.
     pub settings: GroupSettings,
+    /// The current generation.
     pub generation: u32,
+    /// Live members, in the order they joined.
     pub members: Vec<MemberDescription>,
+    /// Progress per partition (per partition and instance in broadcast mode).
     pub partitions: Vec<PartitionLag>,
+    /// `sluice.retry.<group>`.
     pub retry_topic: String,
+    /// `sluice.dlq.<group>`.
     pub dead_letter_topic: String,
     /// Dead letters not yet re-driven.
     pub dead_letters: u64,
@@ -357,24 +425,35 @@ impl GroupDescription {
     }
 }
 
+/// Describes a group (`DescribeGroup`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeGroupRequest(pub GroupRef);
 
+/// Lists every stored group (`ListGroups`); an empty payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ListGroupsRequest;
 
+/// One group in a [`ListGroupsResponse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
+    /// Group name.
     pub group: String,
+    /// The topic it consumes.
     pub topic: String,
+    /// Clustering or broadcast.
     pub mode: GroupMode,
+    /// Live members.
     pub members: u32,
+    /// Sum of the lag over all its progress entries (retry topic and every instance included).
     pub lag: u64,
+    /// Dead letters not yet re-driven.
     pub dead_letters: u64,
 }
 
+/// Answers a list of groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListGroupsResponse {
+    /// Every stored group, sorted by name; a group whose topic or dead-letter topic is gone is left out.
     pub groups: Vec<GroupSummary>,
 }
 
@@ -392,14 +471,18 @@ pub enum ResetTo {
 /// late acks count as stale).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetGroupRequest {
+    /// Group name.
     pub group: String,
+    /// Partitions of the group's topic to move; empty = all of them.
     pub partitions: Vec<u32>,
+    /// The new position.
     pub to: ResetTo,
 }
 
 /// The new positions, per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetGroupResponse {
+    /// One per partition moved, with its new committed offset, in the order asked.
     pub positions: Vec<(TopicPartition, u64)>,
 }
 
@@ -407,12 +490,16 @@ pub struct ResetGroupResponse {
 /// retry topic, with their attempts reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedriveRequest {
+    /// Group name.
     pub group: String,
+    /// Most dead letters to re-drive; 0 = all.
     pub max: u32,
 }
 
+/// Answers a re-drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedriveResponse {
+    /// Dead letters copied to the retry topic.
     pub redriven: u64,
     /// Dead letters still waiting.
     pub remaining: u64,

@@ -9,9 +9,9 @@
 //! the primitives and docs/protocol.md for the full specification.
 //!
 //! Adding an op: its request and response types with their `wire_struct!`
-//! lines (hand-written `Wire` only for tagged layouts), one line in
-//! `op_table!` below, one arm in the broker's `dispatch` (the compiler
-//! asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
+//! lines (hand-written `Wire` only for tagged layouts), one documented
+//! line in `op_table!` below, one arm in the broker's `dispatch` (the
+//! compiler asks for it), its row and section in docs/protocol.md (`tests/op_table.rs`
 //! checks them), and a sample in `tests/wire_fixtures.rs`.
 
 pub mod delay;
@@ -63,9 +63,10 @@ pub const ERROR_OP: u16 = 0xFFFF;
 /// [`Request`] (one variant per op, decoded by [`Request::decode`]) and each
 /// request type's [`RequestPayload`] impl, so adding an op is one line here,
 /// its payload types, and one arm in the broker's dispatch (which the
-/// compiler then demands). A code given twice does not compile (two equal
-/// discriminants); docs/protocol.md's table is checked against this one by
-/// `tests/op_table.rs`.
+/// compiler then demands). A line's doc comments document both its [`Op`]
+/// variant and its [`Request`] variant. A code given twice does not compile
+/// (two equal discriminants); docs/protocol.md's table is checked against
+/// this one by `tests/op_table.rs`.
 macro_rules! op_table {
     ($($(#[$doc:meta])* $code:literal $name:ident($request:ty) -> $response:ty;)*) => {
         /// Request ops: the `u16` in a request frame's header.
@@ -79,6 +80,7 @@ macro_rules! op_table {
             /// Every op, in table (code) order.
             pub const ALL: &'static [Op] = &[$(Op::$name),*];
 
+            /// The op for a request frame's `u16`, or `None` for a code not in the table (answered with `UNKNOWN_OP`).
             pub fn from_u16(op: u16) -> Option<Op> {
                 match op {
                     $($code => Some(Op::$name),)*
@@ -102,7 +104,7 @@ macro_rules! op_table {
         /// Any request, as the broker decodes it: one variant per op.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Request {
-            $($name($request),)*
+            $($(#[$doc])* $name($request),)*
         }
 
         impl Request {
@@ -126,40 +128,66 @@ macro_rules! op_table {
 op_table! {
     /// Opens a connection: the first request on it.
     0x0001 Handshake(HandshakeRequest) -> HandshakeResponse;
+    /// Creates a topic with a partition count and settings.
     0x0010 CreateTopic(CreateTopicRequest) -> Empty;
+    /// Deletes a topic, its data and its stored group offsets.
     0x0011 DeleteTopic(DeleteTopicRequest) -> Empty;
+    /// Lists every topic with its partition count.
     0x0012 ListTopics(ListTopicsRequest) -> ListTopicsResponse;
+    /// A topic's settings and per-partition offsets and sizes.
     0x0013 DescribeTopic(DescribeTopicRequest) -> TopicDescription;
     /// Appends record batches; with acks 0 there is no response.
     0x0020 Produce(ProduceRequest) -> ProduceResponse;
+    /// Reads record batches from partitions, long-polling up to `max_wait_ms` for `min_bytes`.
     0x0030 Fetch(FetchRequest) -> FetchResponse;
+    /// Looks up the earliest, the latest, or the first offset at a timestamp.
     0x0040 ListOffsets(ListOffsetsRequest) -> ListOffsetsResponse;
+    /// Hands the broker messages to append later, once or in a loop.
     0x0050 Schedule(ScheduleRequest) -> ScheduleResponse;
+    /// Cancels scheduled messages by delay id.
     0x0051 CancelDelays(CancelDelaysRequest) -> CancelDelaysResponse;
+    /// Per topic: how many scheduled messages are pending and when the next is due.
     0x0052 ListDelays(ListDelaysRequest) -> ListDelaysResponse;
+    /// Joins (or creates) a consumer group; returns the member id and assignment.
     0x0060 JoinGroup(JoinGroupRequest) -> JoinGroupResponse;
+    /// Keeps a member's session alive and returns its current assignment.
     0x0061 Heartbeat(HeartbeatRequest) -> HeartbeatResponse;
+    /// Leaves a group at once; unsettled messages go to other members.
     0x0062 LeaveGroup(LeaveGroupRequest) -> Empty;
+    /// Pulls deliveries for a member, long-polling up to `max_wait_ms`.
     0x0063 PollGroup(PollGroupRequest) -> GroupBatch;
     /// Opens a push subscription: many responses, one per pushed batch.
     0x0064 Subscribe(SubscribeRequest) -> GroupBatch;
     /// One-way: never answered (`Empty` is only its nominal response).
     0x0065 GrantCredit(GrantCreditRequest) -> Empty;
+    /// Settles delivered messages: acks ranges, nacks single messages to retry or dead-letter.
     0x0066 Ack(AckRequest) -> AckResponse;
+    /// A group's settings, members, per-partition progress, lag and dead letters.
     0x0067 DescribeGroup(DescribeGroupRequest) -> GroupDescription;
+    /// Every stored group with its topic, mode, members, lag and dead letters.
     0x0068 ListGroups(ListGroupsRequest) -> ListGroupsResponse;
+    /// Moves a group's committed position (rewind to replay, or skip ahead).
     0x0069 ResetGroup(ResetGroupRequest) -> ResetGroupResponse;
+    /// Sends a group's dead letters back through its retry topic.
     0x006A Redrive(RedriveRequest) -> RedriveResponse;
+    /// Forgets a group with no live members (its retry and dead-letter topics stay).
     0x006B DeleteGroup(DeleteGroupRequest) -> Empty;
+    /// Deploys a new version of a function and makes it active.
     0x0070 DeployFunction(DeployFunctionRequest) -> DeployFunctionResponse;
+    /// Every deployed function with its kind, version, status and counters.
     0x0071 ListFunctions(ListFunctionsRequest) -> ListFunctionsResponse;
+    /// A function's manifest, stored versions, metrics and positions.
     0x0072 DescribeFunction(DescribeFunctionRequest) -> FunctionDescription;
+    /// Reads a function's log lines after a sequence number.
     0x0073 FunctionLogs(FunctionLogsRequest) -> FunctionLogsResponse;
+    /// Stops a function and forgets its versions, positions, kv state and log.
     0x0074 DeleteFunction(DeleteFunctionRequest) -> Empty;
+    /// Makes a stored version of a function active again (component and manifest).
     0x0075 RollbackFunction(RollbackFunctionRequest) -> DeployFunctionResponse;
 }
 
 impl Op {
+    /// The op of a success response to this request: the request op with [`RESPONSE_BIT`] set.
     pub fn response_op(self) -> u16 {
         self as u16 | RESPONSE_BIT
     }
@@ -169,9 +197,12 @@ impl Op {
 /// or take the value inside a larger encoding; `encode`/`decode` are the
 /// whole payload (bytes left over are an error).
 pub trait Payload: Sized {
+    /// Appends the value's encoding (inside a larger payload).
     fn write(&self, w: &mut Writer);
+    /// Reads a value from inside a larger payload.
     fn read(r: &mut Reader) -> Result<Self, DecodeError>;
 
+    /// The value as a whole frame payload.
     fn encode(&self) -> Bytes {
         let mut w = Writer::new();
         self.write(&mut w);
@@ -198,7 +229,9 @@ impl<T: Wire> Payload for T {
 
 /// A request payload and the op it travels under.
 pub trait RequestPayload: Payload {
+    /// The op this request travels under.
     const OP: Op;
+    /// What a success response to it carries.
     type Response: Payload;
 }
 
@@ -233,6 +266,7 @@ pub fn decode_response<P: Payload>(op: Op, frame: Frame) -> Result<P, WireError>
 pub struct HandshakeRequest {
     /// The highest protocol version the client speaks.
     pub version: u16,
+    /// Free-form name of the client, for the broker's logs.
     pub client_id: String,
     /// Empty for anonymous access, where the broker allows it.
     pub token: String,
@@ -240,13 +274,16 @@ pub struct HandshakeRequest {
     pub want_producer_id: bool,
 }
 
+/// Answers a successful handshake: the negotiated version and the broker's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeResponse {
     /// The version both sides now speak.
     pub version: u16,
+    /// The broker's name and version (`sluice 0.1.0`), for people.
     pub server: String,
     /// A broker-unique producer id, or -1 when not asked for.
     pub producer_id: i64,
+    /// 0 with a fresh producer id, else -1.
     pub producer_epoch: i16,
     /// Largest frame the broker accepts (header included).
     pub max_frame_bytes: u32,
@@ -256,51 +293,74 @@ pub struct HandshakeResponse {
 
 // ---------------------------------------------------------------- topics
 
+/// Creates a topic (`CreateTopic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTopicRequest {
+    /// Topic name: 1-249 bytes of ASCII letters, digits, `.`, `_`, `-`; names starting `sluice.` are reserved.
     pub name: String,
+    /// Number of partitions (1-100,000); 0 takes the broker's default.
     pub partitions: u32,
     /// Topic settings as `key = value` strings (see docs/storage.md).
     pub config: Vec<(String, String)>,
 }
 
+/// Deletes a topic and its data (`DeleteTopic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicRequest {
+    /// Topic name.
     pub name: String,
 }
 
+/// Lists every topic (`ListTopics`); an empty payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListTopicsRequest;
 
+/// One topic in a [`ListTopicsResponse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSummary {
+    /// Topic name.
     pub name: String,
+    /// Number of partitions, ids 0 to n-1.
     pub partitions: u32,
 }
 
+/// Every topic, sorted by name (byte order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListTopicsResponse {
+    /// One entry per topic.
     pub topics: Vec<TopicSummary>,
 }
 
+/// Asks for one topic's settings and partitions (`DescribeTopic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeTopicRequest {
+    /// Topic name.
     pub name: String,
 }
 
+/// One partition of a [`TopicDescription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionDescription {
+    /// Partition id.
     pub partition: u32,
+    /// First offset still stored (retention moves it up).
     pub log_start_offset: u64,
+    /// End (exclusive) of what consumers can read.
     pub high_watermark: u64,
+    /// Bytes on disk across the partition's segments.
     pub size_bytes: u64,
+    /// Number of segment files.
     pub segments: u32,
 }
 
+/// A topic's settings and partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
+    /// Topic name.
     pub name: String,
+    /// Every setting as `key = value`, in the syntax CreateTopic accepts; look them up by key.
     pub config: Vec<(String, String)>,
+    /// One per partition, by partition id.
     pub partitions: Vec<PartitionDescription>,
 }
 
@@ -315,28 +375,40 @@ pub enum Acks {
     Durable,
 }
 
+/// One batch to append to one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceEntry {
+    /// Topic name.
     pub topic: String,
+    /// Partition id; the client picks it (see docs/protocol.md, partitioning).
     pub partition: u32,
     /// One record batch, Kafka v2 layout.
     pub batch: Bytes,
 }
 
+/// Appends record batches (`Produce`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceRequest {
+    /// Whether the broker answers at all.
     pub acks: Acks,
+    /// Batches to append, handled in this order.
     pub entries: Vec<ProduceEntry>,
 }
 
 /// The outcome of one produce entry, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResult {
+    /// The entry's topic.
     pub topic: String,
+    /// The entry's partition.
     pub partition: u32,
+    /// [`ErrorCode::None`] on success; the other entries are unaffected by this one's error.
     pub error: ErrorCode,
+    /// What went wrong; empty on success.
     pub message: String,
+    /// Offset of the batch's first record (0 on error).
     pub base_offset: u64,
+    /// Offset of the batch's last record (0 on error).
     pub last_offset: u64,
     /// The broker's timestamp when the topic uses log-append time, else -1.
     pub log_append_time: i64,
@@ -344,47 +416,65 @@ pub struct ProduceResult {
     pub duplicate: bool,
 }
 
+/// Answers a produce with acks [`Acks::Durable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResponse {
+    /// One per entry, in request order.
     pub results: Vec<ProduceResult>,
 }
 
 // ---------------------------------------------------------------- fetch
 
+/// One partition to read in a [`FetchRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchPartition {
+    /// Topic name.
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
+    /// Offset to read from; the high watermark is valid and returns nothing.
     pub offset: u64,
     /// Byte budget for this partition (at least one whole batch is returned).
     pub max_bytes: u32,
 }
 
+/// Reads record batches (`Fetch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
     /// Longest the broker holds the request while fewer than `min_bytes` are ready.
     pub max_wait_ms: u32,
+    /// Answer as soon as this many bytes of batches are ready (0 behaves as 1).
     pub min_bytes: u32,
     /// Byte budget for the whole response.
     pub max_bytes: u32,
+    /// Partitions to read, answered in this order; each takes its budget from the request's.
     pub partitions: Vec<FetchPartition>,
 }
 
+/// One partition's answer in a [`FetchResponse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResult {
+    /// The requested topic.
     pub topic: String,
+    /// The requested partition.
     pub partition: u32,
+    /// [`ErrorCode::None`] on success; `OFFSET_OUT_OF_RANGE` when the offset is outside the log (the watermarks below let the client reset).
     pub error: ErrorCode,
+    /// What went wrong; empty on success.
     pub message: String,
+    /// The partition's high watermark (0 if it does not exist).
     pub high_watermark: u64,
+    /// The partition's first stored offset (0 if it does not exist).
     pub log_start_offset: u64,
     /// Whole record batches, concatenated. The first may start before the
     /// requested offset: skip records below it.
     pub records: Bytes,
 }
 
+/// Answers a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
+    /// One per requested partition, in request order.
     pub partitions: Vec<FetchResult>,
 }
 
@@ -402,6 +492,7 @@ pub enum OffsetSpec {
 }
 
 impl OffsetSpec {
+    /// The wire value: -2 earliest, -1 latest, else the timestamp.
     pub fn to_i64(self) -> i64 {
         match self {
             OffsetSpec::Earliest => -2,
@@ -410,6 +501,7 @@ impl OffsetSpec {
         }
     }
 
+    /// Reads the wire value; below -2 is [`DecodeError::InvalidValue`].
     pub fn from_i64(v: i64) -> Result<Self, DecodeError> {
         match v {
             -2 => Ok(OffsetSpec::Earliest),
@@ -423,30 +515,43 @@ impl OffsetSpec {
     }
 }
 
+/// One lookup in a [`ListOffsetsRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetQuery {
+    /// Topic name.
     pub topic: String,
+    /// Partition id.
     pub partition: u32,
+    /// Which offset to find.
     pub spec: OffsetSpec,
 }
 
+/// Looks up offsets (`ListOffsets`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOffsetsRequest {
+    /// Answered in this order.
     pub queries: Vec<OffsetQuery>,
 }
 
+/// One lookup's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetResult {
+    /// The query's topic.
     pub topic: String,
+    /// The query's partition.
     pub partition: u32,
+    /// [`ErrorCode::None`] on success.
     pub error: ErrorCode,
+    /// What went wrong; empty on success.
     pub message: String,
     /// For a timestamp past every message: the high watermark.
     pub offset: u64,
 }
 
+/// Answers a list-offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOffsetsResponse {
+    /// One per query, in request order.
     pub results: Vec<OffsetResult>,
 }
 
