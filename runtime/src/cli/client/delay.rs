@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use sluice_client::{CancelOutcome, CancelResult, DelaySummary, DelayedMessage, Loop, Scheduled};
 
 use super::produce::MessageArgs;
-use super::topic::table;
+use super::render::{relative, rfc3339, table};
 use super::{ConnectArgs, block_on};
 
 #[derive(Debug, Subcommand)]
@@ -304,35 +304,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC, to the millisecond.
-fn rfc3339(ms: i64) -> String {
-    match u64::try_from(ms) {
-        Ok(ms) => {
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        }
-        Err(_) => format!("{ms} ms since the epoch"),
-    }
-}
-
-/// How far `due_ms` is from `now_ms`: `in 5m 3s`, `now`, `2s ago`; to the
-/// second from a second on.
-fn relative(due_ms: i64, now_ms: i64) -> String {
-    let diff = due_ms.saturating_sub(now_ms);
-    let span = |ms: u64| {
-        let d = if ms >= 1000 {
-            Duration::from_secs(ms.div_ceil(1000))
-        } else {
-            Duration::from_millis(ms)
-        };
-        humantime::format_duration(d).to_string()
-    };
-    match diff {
-        d if d > 0 => format!("in {}", span(d as u64)),
-        d if d > -1000 => "now".into(),
-        d => format!("{} ago", span(d.unsigned_abs())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -556,15 +527,8 @@ mod tests {
 
     #[test]
     fn due_times_print_absolute_and_relative() {
+        // The absolute and relative forms themselves: render.rs.
         let now = 1_772_355_600_000;
-        assert_eq!(rfc3339(now), "2026-03-01T09:00:00.000Z");
-        assert_eq!(rfc3339(-5), "-5 ms since the epoch");
-        assert_eq!(relative(now + 250, now), "in 250ms");
-        assert_eq!(relative(now + 90_500, now), "in 1m 31s");
-        assert_eq!(relative(now + 5_400_000, now), "in 1h 30m");
-        assert_eq!(relative(now, now), "now");
-        assert_eq!(relative(now - 999, now), "now");
-        assert_eq!(relative(now - 3000, now), "3s ago");
         let s = Scheduled {
             delay_id: 17,
             due_at_ms: now + 30_000,

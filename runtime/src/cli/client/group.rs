@@ -7,7 +7,7 @@ use sluice_client::{GroupConfig, OffsetSpec, ResetTo, SeekTo};
 use sluice_protocol::ops::{GroupDescription, GroupMode};
 
 use super::consume::{StartAt, parse_from, plain_line};
-use super::topic::table;
+use super::render::table;
 use super::{ConnectArgs, block_on};
 
 #[derive(Debug, Subcommand)]

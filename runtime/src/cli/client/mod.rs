@@ -10,6 +10,7 @@ pub mod delay;
 pub mod function;
 pub mod group;
 pub mod produce;
+pub(crate) mod render;
 pub mod topic;
 
 use std::future::Future;
@@ -163,11 +164,22 @@ pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
+/// A `name=value` flag without the `=` or the name.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} takes name=value, got {got:?}")]
+pub(crate) struct BadPair {
+    flag: &'static str,
+    got: String,
+}
+
 /// Splits `name=value` (at the first `=`), naming the flag on error.
-pub(crate) fn parse_pair(s: &str, flag: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn parse_pair(s: &str, flag: &'static str) -> Result<(String, String), BadPair> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => bail!("{flag} takes name=value, got {s:?}"),
+        _ => Err(BadPair {
+            flag,
+            got: s.to_owned(),
+        }),
     }
 }
 
