@@ -1,6 +1,7 @@
 //! Dispatch of consumer-group requests: membership, pull and push
 //! delivery, acks, and the admin views. The work is in `groups`; this
-//! layer moves it off the async workers and maps errors to wire codes.
+//! layer moves it off the async workers; errors reach the wire through
+//! [`ToWire`](super::ToWire).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,25 +11,11 @@ use sluice_protocol::ops::{
     JoinGroupResponse, ListGroupsResponse, MemberRef, PollGroupRequest, RedriveRequest,
     RedriveResponse, ResetGroupRequest, ResetGroupResponse,
 };
-use sluice_protocol::{ErrorCode, WireError};
+use sluice_protocol::WireError;
 
-use super::{Broker, Session, blocking, log_error, meta_error, sched_error, store_error};
+use super::errors::to_wire;
+use super::{Broker, Session, blocking};
 use crate::groups::{Credit, GroupError, Groups};
-
-/// The wire error for a group error.
-pub fn group_error(e: GroupError) -> WireError {
-    match e {
-        GroupError::UnknownGroup(_) => WireError::new(ErrorCode::UnknownGroup, e.to_string()),
-        GroupError::UnknownMember { .. } => WireError::new(ErrorCode::UnknownMember, e.to_string()),
-        GroupError::Inconsistent(m) => WireError::new(ErrorCode::InconsistentGroup, m),
-        GroupError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
-        GroupError::Internal(m) => WireError::new(ErrorCode::Internal, m),
-        GroupError::Log(e) => log_error(e),
-        GroupError::Meta(e) => meta_error(e),
-        GroupError::Store(e) => store_error(e),
-        GroupError::Sched(e) => sched_error(e),
-    }
-}
 
 impl Broker {
     pub fn groups(&self) -> &Arc<Groups> {
@@ -40,7 +27,7 @@ impl Broker {
         f: impl FnOnce(&Groups) -> Result<T, GroupError> + Send + 'static,
     ) -> Result<T, WireError> {
         let groups = self.groups.clone();
-        blocking(move || f(&groups)).await?.map_err(group_error)
+        blocking(move || f(&groups)).await?.map_err(to_wire)
     }
 
     pub async fn join_group(
@@ -55,11 +42,11 @@ impl Broker {
     }
 
     pub fn heartbeat(&self, m: &MemberRef) -> Result<HeartbeatResponse, WireError> {
-        self.groups.heartbeat(m).map_err(group_error)
+        self.groups.heartbeat(m).map_err(to_wire)
     }
 
     pub fn leave_group(&self, m: &MemberRef) -> Result<(), WireError> {
-        self.groups.leave(m).map_err(group_error)
+        self.groups.leave(m).map_err(to_wire)
     }
 
     pub async fn poll_group(&self, req: PollGroupRequest) -> Result<GroupBatch, WireError> {
@@ -72,12 +59,12 @@ impl Broker {
                 &self.shutdown,
             )
             .await
-            .map_err(group_error)
+            .map_err(to_wire)
     }
 
     /// The member's push credit (for a subscription).
     pub fn group_credit(&self, m: &MemberRef) -> Result<Arc<Credit>, WireError> {
-        self.groups.credit(m).map_err(group_error)
+        self.groups.credit(m).map_err(to_wire)
     }
 
     pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, WireError> {
