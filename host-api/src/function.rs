@@ -567,8 +567,8 @@ impl Function {
         f: impl FnOnce(A) -> Result<B, AnswerError>,
     ) -> Result<CallOutput<B>, CallError> {
         // A call error carries its message as text: this is where it ends.
-        let answer = f(out.answer)
-            .map_err(|e| self.fail(ErrorKind::InvalidOutput, e.to_string()))?;
+        let answer =
+            f(out.answer).map_err(|e| self.fail(ErrorKind::InvalidOutput, e.to_string()))?;
         Ok(CallOutput {
             answer,
             effects: out.effects,

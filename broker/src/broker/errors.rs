@@ -77,7 +77,9 @@ impl ToWire for StoreError {
 impl ToWire for GroupError {
     fn to_wire(&self) -> WireError {
         match self {
-            GroupError::UnknownGroup(_) => WireError::new(ErrorCode::UnknownGroup, self.to_string()),
+            GroupError::UnknownGroup(_) => {
+                WireError::new(ErrorCode::UnknownGroup, self.to_string())
+            }
             GroupError::UnknownMember { .. } => {
                 WireError::new(ErrorCode::UnknownMember, self.to_string())
             }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use sluice_protocol::WireError;
 use sluice_protocol::ops::function::{
     DeployFunctionRequest, DeployFunctionResponse, FunctionDescription, FunctionLogsRequest,
     FunctionLogsResponse, ListFunctionsResponse, RollbackFunctionRequest,
 };
-use sluice_protocol::WireError;
 
 use super::Broker;
 use super::errors::to_wire;

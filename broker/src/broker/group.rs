@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_protocol::WireError;
 use sluice_protocol::ops::{
     AckRequest, AckResponse, GroupBatch, GroupDescription, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, ListGroupsResponse, MemberRef, PollGroupRequest, RedriveRequest,
     RedriveResponse, ResetGroupRequest, ResetGroupResponse,
 };
-use sluice_protocol::WireError;
 
 use super::errors::to_wire;
 use super::{Broker, Session, blocking};

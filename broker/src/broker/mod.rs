@@ -248,9 +248,7 @@ impl Broker {
             config.partitions = req.partitions;
         }
         for (k, v) in &req.config {
-            config
-                .set(k, v)
-                .map_err(to_wire)?;
+            config.set(k, v).map_err(to_wire)?;
         }
         config.max_batch_bytes = config
             .max_batch_bytes
@@ -552,7 +550,5 @@ fn failed(topic: String, partition: u32, err: WireError) -> ProduceResult {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(to_wire)
+    tokio::task::spawn_blocking(f).await.map_err(to_wire)
 }

@@ -44,9 +44,7 @@ fn partition_for(
 /// message is for the function's author (it becomes a dead-letter reason).
 #[derive(Debug, thiserror::Error)]
 pub enum OutputTargetError {
-    #[error(
-        "topic {0} is reserved for the broker (names starting with {INTERNAL_TOPIC_PREFIX})"
-    )]
+    #[error("topic {0} is reserved for the broker (names starting with {INTERNAL_TOPIC_PREFIX})")]
     Reserved(String),
     #[error("output to {topic}: {source}")]
     Unavailable {

@@ -205,7 +205,13 @@ async fn handle_delivery(
     match call(shared, d, &context, &input).await {
         Ok(settled) => settle(shared, member, delivery, settled).await,
         Err(e) if input.len() == 1 => {
-            settle(shared, member, delivery, vec![(input.offsets[0], Err(e.into()))]).await
+            settle(
+                shared,
+                member,
+                delivery,
+                vec![(input.offsets[0], Err(e.into()))],
+            )
+            .await
         }
         Err(_) => {
             for one in input.split() {

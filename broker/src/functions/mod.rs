@@ -507,14 +507,12 @@ impl Functions {
         check_upgrade(&current.manifest, &target.manifest)?;
         validate_manifest(self.shared.store(), &target.manifest)?;
         self.check_one_filter_per_group(&target.manifest)?;
-        let bytes = self
-            .shared
-            .fs
-            .component(&target.digest)
-            .map_err(|source| FunctionError::ComponentOfVersion {
+        let bytes = self.shared.fs.component(&target.digest).map_err(|source| {
+            FunctionError::ComponentOfVersion {
                 version: target.version,
                 source,
-            })?;
+            }
+        })?;
         let (function, log) = self.load(&target.manifest, target.version, bytes).await?;
         let fs = self.shared.fs.clone();
         let (n, v) = (name.to_owned(), target.version);

@@ -105,8 +105,7 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain, self.key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(TlsError::Quic)
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(TlsError::Quic)
     }
 }
 

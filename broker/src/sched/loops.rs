@@ -26,8 +26,13 @@ pub enum LoopError {
     IntervalPastHorizon { interval_ms: u64, horizon_ms: u64 },
     #[error("a loop needs a bound: a number of times, an expiry time, or both")]
     Unbounded,
-    #[error("the loop expires at {expire_at_ms} ms, before its first delivery at {first_due_ms} ms")]
-    ExpiresBeforeFirst { expire_at_ms: i64, first_due_ms: i64 },
+    #[error(
+        "the loop expires at {expire_at_ms} ms, before its first delivery at {first_due_ms} ms"
+    )]
+    ExpiresBeforeFirst {
+        expire_at_ms: i64,
+        first_due_ms: i64,
+    },
     #[error(
         "the loop expires {in_ms} ms from now, beyond the scheduler's horizon of {horizon_ms} ms"
     )]

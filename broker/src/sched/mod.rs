@@ -442,8 +442,7 @@ impl Scheduler {
             )));
         }
         if let Some(spec) = &d.repeat {
-            loops::validate(spec, d.due_at_ms.max(now), now, self.options.max_horizon_ms)
-?;
+            loops::validate(spec, d.due_at_ms.max(now), now, self.options.max_horizon_ms)?;
         }
         Ok(())
     }
