@@ -97,7 +97,7 @@ impl Node {
     /// Opens the data directory and starts listening. Without a configured
     /// certificate it uses (generating once) the self-signed dev pair.
     pub async fn start(config: &BrokerConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Node> {
-        let settings = BrokerSettings::from_config(config).map_err(anyhow::Error::msg)?;
+        let settings = BrokerSettings::from_config(config)?;
         let identity = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Identity::load(cert, key)?,
             _ => Identity::dev(&config.data_dir)?,

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use sluice_protocol::transform_output::OutputError;
+
 use crate::world::FunctionKind;
 
 /// Why a component could not be loaded. Nothing is deployed when this is
@@ -148,4 +150,23 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Instantiate
     }
+}
+
+/// Why a guest's answer was refused: the call fails as
+/// [`ErrorKind::InvalidOutput`] with this as its message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AnswerError {
+    #[error("the filter answered {got} verdicts for {messages} messages")]
+    Verdicts { got: usize, messages: usize },
+    #[error("the handler answered {got} outcomes for {messages} messages")]
+    Outcomes { got: usize, messages: usize },
+    /// A transform's output buffer does not decode.
+    #[error(transparent)]
+    Malformed(#[from] OutputError),
+    #[error("output names input {input} of a {messages}-message batch")]
+    NoSuchInput { input: u32, messages: usize },
+    #[error("output for input {input} comes after input {last}")]
+    OutOfOrder { input: u32, last: u32 },
+    #[error("the deployment may not publish to `{0}`")]
+    TopicNotAllowed(String),
 }

@@ -16,7 +16,7 @@ use sluice_protocol::transform_output::{OutputEntry, OutputReader};
 use wasmtime::component::{ComponentType, Func, InstancePre, Lift, Lower};
 use wasmtime::{Store, Trap};
 
-use crate::error::{CallError, ErrorKind};
+use crate::error::{AnswerError, CallError, ErrorKind};
 use crate::host::HostState;
 use crate::metrics::FunctionMetrics;
 use crate::services::{Effects, Services};
@@ -408,10 +408,10 @@ impl Function {
         .and_then(|out| {
             self.map_answer(out, |verdicts| {
                 if verdicts.len() != messages {
-                    return Err(format!(
-                        "the filter answered {} verdicts for {messages} messages",
-                        verdicts.len()
-                    ));
+                    return Err(AnswerError::Verdicts {
+                        got: verdicts.len(),
+                        messages,
+                    });
                 }
                 Ok(FilterVerdicts(verdicts))
             })
@@ -465,10 +465,10 @@ impl Function {
         .and_then(|out| {
             self.map_answer(out, |outcomes| {
                 if outcomes.len() != messages {
-                    return Err(format!(
-                        "the handler answered {} outcomes for {messages} messages",
-                        outcomes.len()
-                    ));
+                    return Err(AnswerError::Outcomes {
+                        got: outcomes.len(),
+                        messages,
+                    });
                 }
                 Ok(outcomes)
             })
@@ -543,30 +543,29 @@ impl Function {
         Ok(n)
     }
 
-    fn validate_transform(&self, buf: &[u8], messages: usize) -> Result<(), String> {
+    fn validate_transform(&self, buf: &[u8], messages: usize) -> Result<(), AnswerError> {
         let mut last_input = 0u32;
         for entry in OutputReader::new(buf) {
-            let entry = entry.map_err(|e| e.to_string())?;
+            let entry = entry?;
             let (input, topic) = match entry {
                 OutputEntry::Message { input, topic, .. } => (input, topic),
                 OutputEntry::Failure { input, .. } => (input, ""),
             };
             if input as usize >= messages {
-                return Err(format!(
-                    "output names input {input} of a {messages}-message batch"
-                ));
+                return Err(AnswerError::NoSuchInput { input, messages });
             }
             if input < last_input {
-                return Err(format!(
-                    "output for input {input} comes after input {last_input}"
-                ));
+                return Err(AnswerError::OutOfOrder {
+                    input,
+                    last: last_input,
+                });
             }
             last_input = input;
             if let Some(allowed) = &self.inner.shared.allowed_topics
                 && !topic.is_empty()
                 && !allowed.contains(topic)
             {
-                return Err(format!("the deployment may not publish to `{topic}`"));
+                return Err(AnswerError::TopicNotAllowed(topic.to_owned()));
             }
         }
         Ok(())
@@ -575,9 +574,11 @@ impl Function {
     fn map_answer<A, B>(
         &self,
         out: CallOutput<A>,
-        f: impl FnOnce(A) -> Result<B, String>,
+        f: impl FnOnce(A) -> Result<B, AnswerError>,
     ) -> Result<CallOutput<B>, CallError> {
-        let answer = f(out.answer).map_err(|m| self.fail(ErrorKind::InvalidOutput, m))?;
+        // A call error carries its message as text: this is where it ends.
+        let answer =
+            f(out.answer).map_err(|e| self.fail(ErrorKind::InvalidOutput, e.to_string()))?;
         Ok(CallOutput {
             answer,
             effects: out.effects,

@@ -34,8 +34,17 @@ impl fmt::Display for Durability {
     }
 }
 
+/// Why a durability setting did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurabilityParseError {
+    #[error("bad interval in durability {0:?}: want interval:<ms> with ms > 0")]
+    BadInterval(String),
+    #[error("unknown durability {0:?}: want sync, none or interval:<ms>")]
+    Unknown(String),
+}
+
 impl FromStr for Durability {
-    type Err = String;
+    type Err = DurabilityParseError;
 
     /// Parses `sync`, `none`, or `interval:<ms>`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -49,12 +58,8 @@ impl FromStr for Durability {
                     .ok()
                     .filter(|ms| *ms > 0)
                     .map(Durability::Interval)
-                    .ok_or_else(|| {
-                        format!("bad interval in durability {s:?}: want interval:<ms> with ms > 0")
-                    }),
-                None => Err(format!(
-                    "unknown durability {s:?}: want sync, none or interval:<ms>"
-                )),
+                    .ok_or_else(|| DurabilityParseError::BadInterval(s.to_owned())),
+                None => Err(DurabilityParseError::Unknown(s.to_owned())),
             },
         }
     }
@@ -96,6 +101,10 @@ pub struct TopicConfig {
 
 /// Segments are addressed with 32-bit positions in the index.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+/// The smallest segment size a topic may have.
+const MIN_SEGMENT_BYTES: u64 = 1024;
+/// The most partitions a topic may have.
+const MAX_PARTITIONS: u32 = 100_000;
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -130,13 +139,14 @@ impl TopicConfig {
     /// Sets one setting from its string form (`retention_ms = none` clears
     /// an optional limit). Partitions are not a setting: they are given
     /// separately at creation.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn num<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
-            value
-                .parse()
-                .map_err(|_| format!("{key} must be a non-negative integer, got {value:?}"))
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SetError> {
+        fn num<T: FromStr>(key: &str, value: &str) -> Result<T, SetError> {
+            value.parse().map_err(|_| SetError::NotANumber {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            })
         }
-        fn optional(key: &str, value: &str) -> Result<Option<u64>, String> {
+        fn optional(key: &str, value: &str) -> Result<Option<u64>, SetError> {
             if value == "none" {
                 Ok(None)
             } else {
@@ -153,21 +163,12 @@ impl TopicConfig {
                 self.timestamp = match value {
                     "create_time" => TimestampPolicy::CreateTime,
                     "log_append_time" => TimestampPolicy::LogAppendTime,
-                    _ => {
-                        return Err(format!(
-                            "timestamp must be create_time or log_append_time, got {value:?}"
-                        ));
-                    }
+                    _ => return Err(SetError::Timestamp(value.to_owned())),
                 }
             }
             "max_batch_bytes" => self.max_batch_bytes = num(key, value)?,
             "index_interval_bytes" => self.index_interval_bytes = num(key, value)?,
-            _ => {
-                return Err(format!(
-                    "unknown topic setting {key:?}; known: {}",
-                    SETTING_NAMES.join(", ")
-                ));
-            }
+            _ => return Err(SetError::UnknownSetting(key.to_owned())),
         }
         Ok(())
     }
@@ -198,33 +199,57 @@ impl TopicConfig {
     }
 
     /// Checks the settings make sense together.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.partitions == 0 || self.partitions > 100_000 {
-            return Err(format!(
-                "partitions must be 1..=100000, got {}",
-                self.partitions
-            ));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(ConfigError::Partitions(self.partitions));
         }
-        if self.segment_bytes < 1024 || self.segment_bytes > MAX_SEGMENT_BYTES {
-            return Err(format!(
-                "segment_bytes must be 1024..={MAX_SEGMENT_BYTES}, got {}",
-                self.segment_bytes
-            ));
+        if self.segment_bytes < MIN_SEGMENT_BYTES || self.segment_bytes > MAX_SEGMENT_BYTES {
+            return Err(ConfigError::SegmentBytes(self.segment_bytes));
         }
         if self.max_batch_bytes as u64 > self.segment_bytes {
-            return Err("max_batch_bytes must not exceed segment_bytes".into());
+            return Err(ConfigError::BatchOverSegment);
         }
         if self.segment_ms == 0 {
-            return Err("segment_ms must be positive".into());
+            return Err(ConfigError::SegmentMs);
         }
         if self.index_interval_bytes == 0 {
-            return Err("index_interval_bytes must be positive".into());
+            return Err(ConfigError::IndexInterval);
         }
         if let Durability::Interval(0) = self.durability {
-            return Err("durability interval must be positive".into());
+            return Err(ConfigError::DurabilityInterval);
         }
         Ok(())
     }
+}
+
+/// Why [`TopicConfig::set`] refused a setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("{key} must be a non-negative integer, got {value:?}")]
+    NotANumber { key: String, value: String },
+    #[error(transparent)]
+    Durability(#[from] DurabilityParseError),
+    #[error("timestamp must be create_time or log_append_time, got {0:?}")]
+    Timestamp(String),
+    #[error("unknown topic setting {0:?}; known: {names}", names = SETTING_NAMES.join(", "))]
+    UnknownSetting(String),
+}
+
+/// Why [`TopicConfig::validate`] refused a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("partitions must be 1..={MAX_PARTITIONS}, got {0}")]
+    Partitions(u32),
+    #[error("segment_bytes must be {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {0}")]
+    SegmentBytes(u64),
+    #[error("max_batch_bytes must not exceed segment_bytes")]
+    BatchOverSegment,
+    #[error("segment_ms must be positive")]
+    SegmentMs,
+    #[error("index_interval_bytes must be positive")]
+    IndexInterval,
+    #[error("durability interval must be positive")]
+    DurabilityInterval,
 }
 
 #[cfg(test)]
@@ -261,11 +286,13 @@ mod tests {
         assert!(
             cfg.set("segment_bytes", "-1")
                 .unwrap_err()
+                .to_string()
                 .contains("segment_bytes")
         );
         assert!(
             cfg.set("colour", "red")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown topic setting")
         );
     }

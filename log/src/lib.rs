@@ -45,7 +45,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use sluice_protocol::batch::BatchError;
 
-pub use config::{Durability, TimestampPolicy, TopicConfig};
+pub use config::{
+    ConfigError, Durability, DurabilityParseError, SetError, TimestampPolicy, TopicConfig,
+};
 pub use partition::{AppendInfo, Partition, PendingAppend, ReadResult, RetentionOutcome};
 
 use crate::clock::Clock;
@@ -63,7 +65,7 @@ pub enum LogError {
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
     #[error("invalid topic configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[source] ConfigError),
     #[error("batch of {size} bytes is over the topic's limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
     #[error("invalid record batch: {0}")]

@@ -6,22 +6,9 @@ use sluice_protocol::ops::{
 };
 use sluice_protocol::{ErrorCode, WireError};
 
-use super::{Broker, blocking, log_error, meta_error};
-use crate::sched::{Delivery, SchedError};
-
-/// The wire error for a scheduler error.
-pub fn sched_error(e: SchedError) -> WireError {
-    match e {
-        SchedError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
-        SchedError::TooLarge(m) => WireError::new(ErrorCode::MessageTooLarge, m),
-        SchedError::Unavailable(m) => WireError::new(ErrorCode::StorageError, m),
-        SchedError::Log(e) => log_error(e),
-        SchedError::Meta(e) => meta_error(e),
-        e @ (SchedError::Rocks(_) | SchedError::Corrupt(_)) => {
-            WireError::new(ErrorCode::StorageError, e.to_string())
-        }
-    }
-}
+use super::errors::{ToWire, to_wire};
+use super::{Broker, blocking};
+use crate::sched::Delivery;
 
 impl Broker {
     pub async fn schedule(&self, req: ScheduleRequest) -> Result<ScheduleResponse, WireError> {
@@ -53,7 +40,7 @@ impl Broker {
                         due_at_ms: s.due_at_ms,
                     },
                     Err(e) => {
-                        let e = sched_error(e);
+                        let e = e.to_wire();
                         ScheduleResult {
                             error: e.code,
                             message: e.message,
@@ -84,7 +71,7 @@ impl Broker {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?
-        .map_err(sched_error)?;
+        .map_err(to_wire)?;
         Ok(CancelDelaysResponse { results })
     }
 
@@ -96,7 +83,7 @@ impl Broker {
         let topic = (!req.topic.is_empty()).then_some(req.topic);
         let topics = blocking(move || sched.list(topic.as_deref()))
             .await?
-            .map_err(sched_error)?;
+            .map_err(to_wire)?;
         Ok(ListDelaysResponse { topics })
     }
 }

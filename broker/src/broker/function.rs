@@ -1,28 +1,18 @@
 //! Dispatch of function requests: deploy, list, describe, logs, delete,
-//! rollback. The work is in `functions`; this layer maps errors to wire
-//! codes.
+//! rollback. The work is in `functions`; its errors reach the wire through
+//! [`ToWire`](super::ToWire).
 
 use std::sync::Arc;
 
+use sluice_protocol::WireError;
 use sluice_protocol::ops::function::{
     DeployFunctionRequest, DeployFunctionResponse, FunctionDescription, FunctionLogsRequest,
     FunctionLogsResponse, ListFunctionsResponse, RollbackFunctionRequest,
 };
-use sluice_protocol::{ErrorCode, WireError};
 
 use super::Broker;
-use crate::functions::{FunctionError, Functions};
-
-/// The wire error for a function error.
-pub fn function_error(e: FunctionError) -> WireError {
-    let code = match &e {
-        FunctionError::Unknown(_) => ErrorCode::UnknownFunction,
-        FunctionError::Invalid(_) => ErrorCode::InvalidFunction,
-        FunctionError::UnknownTopic(_) => ErrorCode::UnknownTopic,
-        FunctionError::Storage(_) => ErrorCode::StorageError,
-    };
-    WireError::new(code, e.to_string())
-}
+use super::errors::to_wire;
+use crate::functions::Functions;
 
 impl Broker {
     pub fn functions(&self) -> &Arc<Functions> {
@@ -36,7 +26,7 @@ impl Broker {
         self.functions
             .deploy(req.manifest, req.component)
             .await
-            .map_err(function_error)
+            .map_err(to_wire)
     }
 
     pub fn list_functions(&self) -> ListFunctionsResponse {
@@ -46,7 +36,7 @@ impl Broker {
     }
 
     pub async fn describe_function(&self, name: &str) -> Result<FunctionDescription, WireError> {
-        self.functions.describe(name).await.map_err(function_error)
+        self.functions.describe(name).await.map_err(to_wire)
     }
 
     pub fn function_logs(
@@ -55,11 +45,11 @@ impl Broker {
     ) -> Result<FunctionLogsResponse, WireError> {
         self.functions
             .logs(&req.name, req.after_seq, req.max_lines)
-            .map_err(function_error)
+            .map_err(to_wire)
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<(), WireError> {
-        self.functions.delete(name).await.map_err(function_error)
+        self.functions.delete(name).await.map_err(to_wire)
     }
 
     pub async fn rollback_function(
@@ -69,6 +59,6 @@ impl Broker {
         self.functions
             .rollback(&req.name, req.to_version)
             .await
-            .map_err(function_error)
+            .map_err(to_wire)
     }
 }

@@ -1,34 +1,21 @@
 //! Dispatch of consumer-group requests: membership, pull and push
 //! delivery, acks, and the admin views. The work is in `groups`; this
-//! layer moves it off the async workers and maps errors to wire codes.
+//! layer moves it off the async workers; errors reach the wire through
+//! [`ToWire`](super::ToWire).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_protocol::WireError;
 use sluice_protocol::ops::{
     AckRequest, AckResponse, GroupBatch, GroupDescription, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, ListGroupsResponse, MemberRef, PollGroupRequest, RedriveRequest,
     RedriveResponse, ResetGroupRequest, ResetGroupResponse, SubscribeRequest,
 };
-use sluice_protocol::{ErrorCode, WireError};
 
-use super::{Broker, Session, blocking, log_error, meta_error, sched_error, store_error};
+use super::errors::to_wire;
+use super::{Broker, Session, blocking};
 use crate::groups::{GroupError, Groups, MemberLive, Subscription};
-
-/// The wire error for a group error.
-pub fn group_error(e: GroupError) -> WireError {
-    match e {
-        GroupError::UnknownGroup(_) => WireError::new(ErrorCode::UnknownGroup, e.to_string()),
-        GroupError::UnknownMember { .. } => WireError::new(ErrorCode::UnknownMember, e.to_string()),
-        GroupError::Inconsistent(m) => WireError::new(ErrorCode::InconsistentGroup, m),
-        GroupError::Invalid(m) => WireError::new(ErrorCode::InvalidArgument, m),
-        GroupError::Internal(m) => WireError::new(ErrorCode::Internal, m),
-        GroupError::Log(e) => log_error(e),
-        GroupError::Meta(e) => meta_error(e),
-        GroupError::Store(e) => store_error(e),
-        GroupError::Sched(e) => sched_error(e),
-    }
-}
 
 impl Broker {
     pub fn groups(&self) -> &Arc<Groups> {
@@ -40,7 +27,7 @@ impl Broker {
         f: impl FnOnce(&Groups) -> Result<T, GroupError> + Send + 'static,
     ) -> Result<T, WireError> {
         let groups = self.groups.clone();
-        blocking(move || f(&groups)).await?.map_err(group_error)
+        blocking(move || f(&groups)).await?.map_err(to_wire)
     }
 
     pub async fn join_group(
@@ -55,11 +42,11 @@ impl Broker {
     }
 
     pub fn heartbeat(&self, m: &MemberRef) -> Result<HeartbeatResponse, WireError> {
-        self.groups.heartbeat(m).map_err(group_error)
+        self.groups.heartbeat(m).map_err(to_wire)
     }
 
     pub fn leave_group(&self, m: &MemberRef) -> Result<(), WireError> {
-        self.groups.leave(m).map_err(group_error)
+        self.groups.leave(m).map_err(to_wire)
     }
 
     pub async fn poll_group(&self, req: PollGroupRequest) -> Result<GroupBatch, WireError> {
@@ -72,19 +59,19 @@ impl Broker {
                 &self.shutdown,
             )
             .await
-            .map_err(group_error)
+            .map_err(to_wire)
     }
 
     /// The member's live part: push credit and liveness (no group lock).
     pub fn group_member(&self, m: &MemberRef) -> Result<Arc<MemberLive>, WireError> {
-        self.groups.live_member(m).map_err(group_error)
+        self.groups.live_member(m).map_err(to_wire)
     }
 
     /// Opens a push subscription for the member.
     pub fn subscribe(&self, req: &SubscribeRequest) -> Result<Subscription, WireError> {
         self.groups
             .subscribe(&req.member, req.credit, req.max_bytes)
-            .map_err(group_error)
+            .map_err(to_wire)
     }
 
     pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, WireError> {

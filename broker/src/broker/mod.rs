@@ -9,14 +9,12 @@
 
 mod delay;
 mod dispatch;
+pub mod errors;
 mod function;
 mod group;
 
 pub use dispatch::{Answer, Caller, Dispatched};
-
-pub use delay::sched_error;
-pub use function::function_error;
-pub use group::group_error;
+pub use errors::ToWire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +35,10 @@ use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::functions::Functions;
 use crate::groups::Groups;
-use crate::log::{LogError, Partition, PendingAppend, TopicConfig};
-use crate::meta::MetaError;
+use crate::log::{DurabilityParseError, Partition, PendingAppend, TopicConfig};
 use crate::sched::Scheduler;
 use crate::store::{Store, StoreError};
+use errors::to_wire;
 
 /// What the broker enforces and announces, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -52,10 +50,14 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    pub fn from_config(config: &BrokerConfig) -> Result<BrokerSettings, String> {
+    pub fn from_config(config: &BrokerConfig) -> Result<BrokerSettings, SettingsError> {
         let topic_defaults = TopicConfig {
             partitions: config.topic_defaults.partitions,
-            durability: config.topic_defaults.durability.parse()?,
+            durability: config
+                .topic_defaults
+                .durability
+                .parse()
+                .map_err(SettingsError::Durability)?,
             max_batch_bytes: config.limits.max_message_bytes,
             ..TopicConfig::default()
         };
@@ -74,6 +76,14 @@ impl BrokerSettings {
     pub fn accepts_token(&self, token: &str) -> bool {
         self.config.accepts_token(token)
     }
+}
+
+/// Why [`BrokerSettings::from_config`] refused a configuration (one that
+/// [`BrokerConfig::validate`] would have refused too).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("topic_defaults.durability: {0}")]
+    Durability(#[source] DurabilityParseError),
 }
 
 /// Who is on the other end of a connection, once its handshake succeeded.
@@ -198,7 +208,7 @@ impl Broker {
                 .meta()
                 .call(|m| m.allocate_producer_id())
                 .await
-                .map_err(meta_error)?
+                .map_err(to_wire)?
         } else {
             -1
         };
@@ -238,9 +248,7 @@ impl Broker {
             config.partitions = req.partitions;
         }
         for (k, v) in &req.config {
-            config
-                .set(k, v)
-                .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e))?;
+            config.set(k, v).map_err(to_wire)?;
         }
         config.max_batch_bytes = config
             .max_batch_bytes
@@ -249,7 +257,7 @@ impl Broker {
         let name = req.name.clone();
         blocking(move || store.create_topic(&req.name, config).map(|_| ()))
             .await?
-            .map_err(store_error)?;
+            .map_err(to_wire)?;
         self.groups.topic_changed(&name);
         Ok(())
     }
@@ -259,7 +267,7 @@ impl Broker {
         let groups = self.groups.clone();
         blocking(move || groups.deleting_topic(&req.name, || store.delete_topic(&req.name)))
             .await?
-            .map_err(store_error)
+            .map_err(to_wire)
     }
 
     pub fn list_topics(&self) -> ListTopicsResponse {
@@ -278,7 +286,7 @@ impl Broker {
     }
 
     pub fn describe_topic(&self, req: DescribeTopicRequest) -> Result<TopicDescription, WireError> {
-        let topic = self.store.log().topic(&req.name).map_err(log_error)?;
+        let topic = self.store.log().topic(&req.name).map_err(to_wire)?;
         Ok(TopicDescription {
             name: topic.name().to_owned(),
             config: topic.config().to_pairs(),
@@ -309,7 +317,7 @@ impl Broker {
                 let partition = match self.store.log().partition(&e.topic, e.partition) {
                     Ok(p) => p,
                     Err(err) => {
-                        return WrittenEntry::Done(failed(e.topic, e.partition, log_error(err)));
+                        return WrittenEntry::Done(failed(e.topic, e.partition, err.to_wire()));
                     }
                 };
                 if e.batch.len() > self.settings.max_message_bytes() as usize {
@@ -330,7 +338,7 @@ impl Broker {
                         partition,
                         pending,
                     },
-                    Err(err) => WrittenEntry::Done(failed(e.topic, e.partition, log_error(err))),
+                    Err(err) => WrittenEntry::Done(failed(e.topic, e.partition, err.to_wire())),
                 }
             })
             .collect()
@@ -437,7 +445,7 @@ impl Broker {
                             .map_or((0, 0), |part| {
                                 (part.high_watermark(), part.log_start_offset())
                             });
-                        let err = log_error(e);
+                        let err = e.to_wire();
                         FetchResult {
                             topic: p.topic.clone(),
                             partition: p.partition,
@@ -484,7 +492,7 @@ impl Broker {
                             offset,
                         },
                         Err(e) => {
-                            let err = log_error(e);
+                            let err = e.to_wire();
                             OffsetResult {
                                 topic: q.topic,
                                 partition: q.partition,
@@ -521,7 +529,7 @@ fn wait_durable(w: WrittenEntry) -> ProduceResult {
                 log_append_time: pending.info.log_append_time.unwrap_or(-1),
                 duplicate: pending.info.duplicate,
             },
-            Err(e) => failed(topic, partition.id(), log_error(e)),
+            Err(e) => failed(topic, partition.id(), e.to_wire()),
         },
     }
 }
@@ -542,37 +550,5 @@ fn failed(topic: String, partition: u32, err: WireError) -> ProduceResult {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| WireError::new(ErrorCode::Internal, format!("task failed: {e}")))
-}
-
-/// The wire error for a log error: a code a client can act on and the message.
-pub fn log_error(e: LogError) -> WireError {
-    let code = match &e {
-        LogError::UnknownTopic(_) => ErrorCode::UnknownTopic,
-        LogError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        LogError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-        LogError::InvalidTopicName { .. } | LogError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-        LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::InvalidBatch(_) => ErrorCode::InvalidBatch,
-        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-        LogError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
-        LogError::Corrupt { .. } | LogError::AlreadyWritten => ErrorCode::Internal,
-        LogError::Failed { .. } | LogError::Io { .. } => ErrorCode::StorageError,
-    };
-    WireError::new(code, e.to_string())
-}
-
-fn meta_error(e: MetaError) -> WireError {
-    WireError::new(ErrorCode::StorageError, e.to_string())
-}
-
-fn store_error(e: StoreError) -> WireError {
-    match e {
-        StoreError::Log(e) => log_error(e),
-        StoreError::Meta(MetaError::InvalidName(n)) => WireError::new(ErrorCode::InvalidConfig, n),
-        StoreError::Meta(e) => meta_error(e),
-    }
+    tokio::task::spawn_blocking(f).await.map_err(to_wire)
 }

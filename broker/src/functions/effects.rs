@@ -14,7 +14,8 @@ use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
 
 use super::store::FunctionStore;
 use crate::log::{Log, LogError, Partition};
-use crate::sched::{Delivery, Scheduler};
+use crate::meta::MetaError;
+use crate::sched::{Delivery, SchedError, Scheduler};
 
 /// Bytes a batch header adds (Kafka v2: 61), and a generous per-record
 /// overhead (varints), so split batches stay under the topic's limit.
@@ -39,21 +40,35 @@ fn partition_for(
     t.partition(p).cloned()
 }
 
+/// Why a function's output or emitted message has nowhere to go. The
+/// message is for the function's author (it becomes a dead-letter reason).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputTargetError {
+    #[error("topic {0} is reserved for the broker (names starting with {INTERNAL_TOPIC_PREFIX})")]
+    Reserved(String),
+    #[error("output to {topic}: {source}")]
+    Unavailable {
+        topic: String,
+        #[source]
+        source: LogError,
+    },
+}
+
 /// The partition a function's output or emitted message goes to, refusing
-/// unknown topics and the broker's own (`sluice.*`), with a message for the
-/// function's author.
+/// unknown topics and the broker's own (`sluice.*`).
 pub fn output_partition(
     log: &Log,
     topic: &str,
     key: Option<&[u8]>,
     keyless: u32,
-) -> Result<Arc<Partition>, String> {
+) -> Result<Arc<Partition>, OutputTargetError> {
     if topic.starts_with(INTERNAL_TOPIC_PREFIX) {
-        return Err(format!(
-            "topic {topic} is reserved for the broker (names starting with {INTERNAL_TOPIC_PREFIX})"
-        ));
+        return Err(OutputTargetError::Reserved(topic.to_owned()));
     }
-    partition_for(log, topic, key, keyless).map_err(|e| format!("output to {topic}: {e}"))
+    partition_for(log, topic, key, keyless).map_err(|source| OutputTargetError::Unavailable {
+        topic: topic.to_owned(),
+        source,
+    })
 }
 
 /// One output message, borrowed from a guest's answer.
@@ -183,6 +198,23 @@ pub fn append_all(batches: &[(Arc<Partition>, Bytes)]) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Why a handler call's effects could not be committed (its messages are
+/// retried).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitEffectsError {
+    /// Writing the call's kv writes or delay ids to the metadata store.
+    #[error(transparent)]
+    Store(#[from] MetaError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleEffectsError),
+    #[error(transparent)]
+    Cancel(#[from] CancelEffectsError),
+    #[error(transparent)]
+    Output(#[from] OutputTargetError),
+    #[error("emit: {0}")]
+    Emit(#[source] LogError),
+}
+
 /// Commits a handler call's effects: scheduled messages, then kv writes
 /// and delay-id mappings in one synced write, then cancellations, then
 /// emitted messages appended durably. The caller settles the messages afterwards,
@@ -194,18 +226,17 @@ pub fn commit(
     effects: &Effects,
     now_ms: i64,
     keyless: u32,
-) -> Result<(), String> {
+) -> Result<(), CommitEffectsError> {
     if effects.is_empty() {
         return Ok(());
     }
     let log = fs.store().log();
     let mut batch = Batch::default();
-    fs.kv_write(&mut batch, name, &effects.kv_writes)
-        .map_err(|e| e.to_string())?;
+    fs.kv_write(&mut batch, name, &effects.kv_writes)?;
     schedule(fs, scheduler, name, &effects.scheduled, keyless, &mut batch)?;
     if !batch.is_empty() {
         // A call that only emits costs no metadata fsync.
-        fs.commit(batch).map_err(|e| e.to_string())?;
+        fs.commit(batch)?;
     }
     cancel(fs, scheduler, name, &effects.cancelled)?;
     if !effects.emitted.is_empty() {
@@ -214,9 +245,25 @@ pub fn commit(
             let p = output_partition(log, &e.topic, e.message.key.as_deref(), keyless)?;
             out.push(&p, &OutMessage::of(&e.message));
         }
-        append_all(&out.finish().0).map_err(|e| format!("emit: {e}"))?;
+        append_all(&out.finish().0).map_err(CommitEffectsError::Emit)?;
     }
     Ok(())
+}
+
+/// Why messages a function scheduled could not be handed to the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleEffectsError {
+    #[error(transparent)]
+    Output(#[from] OutputTargetError),
+    #[error("schedule to {topic}: {source}")]
+    Schedule {
+        topic: String,
+        #[source]
+        source: SchedError,
+    },
+    /// Recording the guest's delay id.
+    #[error(transparent)]
+    Store(#[from] MetaError),
 }
 
 /// Hands scheduled messages to the scheduler (each write is synced there)
@@ -228,7 +275,7 @@ pub fn schedule(
     scheduled: &[Scheduled],
     keyless: u32,
     batch: &mut Batch,
-) -> Result<(), String> {
+) -> Result<(), ScheduleEffectsError> {
     if scheduled.is_empty() {
         return Ok(());
     }
@@ -245,13 +292,25 @@ pub fn schedule(
                 record: delayed_record(&s.message),
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, OutputTargetError>>()?;
     for (s, r) in scheduled.iter().zip(scheduler.schedule(deliveries)) {
-        let done = r.map_err(|e| format!("schedule to {}: {e}", s.topic))?;
-        fs.put_delay(batch, name, &s.id, done.delay_id)
-            .map_err(|e| e.to_string())?;
+        let done = r.map_err(|source| ScheduleEffectsError::Schedule {
+            topic: s.topic.clone(),
+            source,
+        })?;
+        fs.put_delay(batch, name, &s.id, done.delay_id)?;
     }
     Ok(())
+}
+
+/// A delay the guest cancelled that the scheduler could not cancel.
+#[derive(Debug, thiserror::Error)]
+#[error("cancel {id}: {source}")]
+pub struct CancelEffectsError {
+    /// The guest's delay id.
+    id: String,
+    #[source]
+    source: SchedError,
 }
 
 /// Cancels delays the guest cancelled (by its delay ids).
@@ -260,12 +319,15 @@ pub fn cancel(
     scheduler: &Scheduler,
     name: &str,
     cancelled: &[String],
-) -> Result<(), String> {
+) -> Result<(), CancelEffectsError> {
     for id in cancelled {
         if let Ok(Some(delay_id)) = fs.delay(name, id) {
             scheduler
                 .cancel(delay_id)
-                .map_err(|e| format!("cancel {id}: {e}"))?;
+                .map_err(|source| CancelEffectsError {
+                    id: id.clone(),
+                    source,
+                })?;
             let _ = fs.forget_delay(name, id);
         }
     }

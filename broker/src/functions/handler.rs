@@ -16,16 +16,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_host_api::{BatchContext, Outcome};
+use sluice_host_api::{BatchContext, CallError, Outcome};
 use sluice_protocol::ops::function::{Attach, LogLevel};
 use sluice_protocol::ops::{
     AckRequest, GroupDelivery, GroupMode, JoinGroupRequest, MemberRef, Nack, NackAction,
     OffsetRange, PartitionAcks,
 };
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
+use super::effects::{self, CommitEffectsError};
 use super::input::Input;
-use super::{Deployment, Shared, effects};
+use super::{Deployment, Shared};
 use crate::groups::GroupError;
 
 /// Connection id of handler members (no network connection closes them).
@@ -34,8 +36,45 @@ const SESSION_TIMEOUT_MS: u32 = 30_000;
 const POLL_WAIT: Duration = Duration::from_millis(500);
 const POLL_MAX_BYTES: u32 = 4 << 20;
 
-/// What happened to one message.
-type Settled = (u64, Result<Outcome, String>);
+/// What happened to one message: the guest's outcome, or why it is
+/// retried.
+type Settled = (u64, Result<Outcome, Unsettled>);
+
+/// Why a handler member stopped; [`supervise`](super::supervise) notes it
+/// in the function's status and log and joins the group again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("not a handler")]
+    NotAHandler,
+    #[error("joining group {group}: {source}")]
+    Join {
+        group: String,
+        #[source]
+        source: GroupError,
+    },
+    /// The group forgot the member (its session expired).
+    #[error("left the group; rejoining")]
+    LeftGroup,
+    #[error("polling: {0}")]
+    Poll(#[source] GroupError),
+    #[error("settling: {0}")]
+    Settle(#[source] GroupError),
+    #[error(transparent)]
+    Task(#[from] JoinError),
+}
+
+/// Why a message is not settled by the guest's outcome: it is retried,
+/// with this as the nack's reason.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Unsettled {
+    /// The call that had the message failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("could not commit the handler's effects: {0}")]
+    Commit(#[source] Arc<CommitEffectsError>),
+    #[error("could not commit the handler's effects: {0}")]
+    CommitTask(#[source] Arc<JoinError>),
+}
 
 /// The instance id of a handler's members in a broadcast group (in a
 /// clustering group, member `i` adds `.i`).
@@ -57,13 +96,13 @@ async fn serve(
     d: &Arc<Deployment>,
     index: u32,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     let manifest = d.active().manifest.clone();
     let Attach::Handler {
         group, settings, ..
     } = &manifest.attach
     else {
-        return Err("not a handler".into());
+        return Err(HandlerError::NotAHandler);
     };
     let groups = shared.groups.clone();
     let req = JoinGroupRequest {
@@ -82,9 +121,11 @@ async fn serve(
     let client_id = format!("function {}", d.name);
     let joined =
         tokio::task::spawn_blocking(move || groups.join(req, &client_id, HANDLER_CONNECTION))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("joining group {group}: {e}"))?;
+            .await?
+            .map_err(|source| HandlerError::Join {
+                group: group.clone(),
+                source,
+            })?;
     let member = MemberRef {
         group: group.clone(),
         member_id: joined.member_id,
@@ -117,7 +158,7 @@ async fn poll_loop(
     d: &Arc<Deployment>,
     member: &MemberRef,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     while !stop.is_cancelled() {
         let max = super::batch_messages(&d.active().manifest) as u32;
         let batch = match shared
@@ -126,8 +167,8 @@ async fn poll_loop(
             .await
         {
             Ok(b) => b,
-            Err(GroupError::UnknownMember { .. }) => return Err("left the group; rejoining".into()),
-            Err(e) => return Err(format!("polling: {e}")),
+            Err(GroupError::UnknownMember { .. }) => return Err(HandlerError::LeftGroup),
+            Err(e) => return Err(HandlerError::Poll(e)),
         };
         for delivery in batch.deliveries {
             handle_delivery(shared, d, member, &delivery).await?;
@@ -145,7 +186,7 @@ async fn handle_delivery(
     d: &Arc<Deployment>,
     member: &MemberRef,
     delivery: &GroupDelivery,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     let mut input = Input::default();
     input.extend(&delivery.records, |o| {
         delivery
@@ -164,13 +205,19 @@ async fn handle_delivery(
     match call(shared, d, &context, &input).await {
         Ok(settled) => settle(shared, member, delivery, settled).await,
         Err(e) if input.len() == 1 => {
-            settle(shared, member, delivery, vec![(input.offsets[0], Err(e))]).await
+            settle(
+                shared,
+                member,
+                delivery,
+                vec![(input.offsets[0], Err(e.into()))],
+            )
+            .await
         }
         Err(_) => {
             for one in input.split() {
                 let settled = match call(shared, d, &context, &one).await {
                     Ok(settled) => settled,
-                    Err(e) => vec![(one.offsets[0], Err(e))],
+                    Err(e) => vec![(one.offsets[0], Err(e.into()))],
                 };
                 settle(shared, member, delivery, settled).await?;
             }
@@ -187,7 +234,7 @@ async fn call(
     d: &Arc<Deployment>,
     context: &BatchContext,
     input: &Input,
-) -> Result<Vec<Settled>, String> {
+) -> Result<Vec<Settled>, CallError> {
     let active = d.active();
     let started = Instant::now();
     let out = match active
@@ -209,23 +256,26 @@ async fn call(
                     input.offsets[0]
                 ),
             );
-            return Err(e.to_string());
+            return Err(e);
         }
     };
     d.stats().call(out.messages, out.elapsed, out.fuel);
     let (s, name, effects) = (shared.clone(), d.name.clone(), out.effects);
     let keyless = context.partition;
-    let committed = tokio::task::spawn_blocking(move || {
+    let committed = match tokio::task::spawn_blocking(move || {
         effects::commit(&s.fs, &s.scheduler, &name, &effects, s.now_ms(), keyless)
     })
     .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    let outcomes: Vec<Result<Outcome, String>> = match committed {
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Unsettled::Commit(Arc::new(e))),
+        Err(e) => Err(Unsettled::CommitTask(Arc::new(e))),
+    };
+    let outcomes: Vec<Result<Outcome, Unsettled>> = match committed {
         Ok(()) => out.answer.into_iter().map(Ok).collect(),
-        Err(e) => {
+        Err(reason) => {
             d.stats().error("commit");
-            let reason = format!("could not commit the handler's effects: {e}");
-            d.note(shared.now_ms(), LogLevel::Error, &reason);
+            d.note(shared.now_ms(), LogLevel::Error, &reason.to_string());
             vec![Err(reason); input.len()]
         }
     };
@@ -238,7 +288,7 @@ async fn settle(
     member: &MemberRef,
     delivery: &GroupDelivery,
     settled: Vec<Settled>,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     let mut ranges: Vec<OffsetRange> = Vec::new();
     let mut nacks = Vec::new();
     for (offset, outcome) in settled {
@@ -259,7 +309,7 @@ async fn settle(
                 format!("the handler asked for a retry after {ms} ms"),
             ),
             Ok(Outcome::DeadLetter(reason)) => (NackAction::DeadLetter, reason),
-            Err(reason) => (NackAction::Retry, reason),
+            Err(reason) => (NackAction::Retry, reason.to_string()),
         };
         nacks.push(Nack {
             topic: delivery.topic.clone(),
@@ -284,8 +334,7 @@ async fn settle(
     };
     let groups = shared.groups.clone();
     tokio::task::spawn_blocking(move || groups.ack(&req))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .map(|_| ())
-        .map_err(|e| format!("settling: {e}"))
+        .map_err(HandlerError::Settle)
 }

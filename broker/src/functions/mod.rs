@@ -39,13 +39,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use sluice_host_api::{Engine, EngineConfig, Function, FunctionLimits, FunctionSpec, LoadError};
+use sluice_host_api::{
+    Engine, EngineConfig, EngineError, Function, FunctionLimits, FunctionSpec, LoadError,
+};
 use sluice_protocol::ops::function::{
     Attach, DeployFunctionResponse, FunctionDescription, FunctionKind, FunctionLogsResponse,
     FunctionManifest, FunctionPosition, FunctionSummary, FunctionVersion, LogLevel,
 };
 use sluice_protocol::ops::group::INTERNAL_TOPIC_PREFIX;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -77,29 +79,43 @@ pub fn dead_letter_topic(function: &str) -> String {
     format!("{INTERNAL_TOPIC_PREFIX}fn-dlq.{function}")
 }
 
+/// Why an admin request on functions (deploy, rollback, delete, describe,
+/// logs) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
     #[error("no function named {0:?}")]
     Unknown(String),
-    /// The manifest or the component was refused; nothing changed.
+    /// The manifest or the request was refused; nothing changed.
     #[error("{0}")]
     Invalid(String),
+    /// The component did not load (a rollback target, say).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A deploy's component did not load.
+    #[error("component refused, nothing was deployed: {0}")]
+    Refused(#[source] LoadError),
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
-    #[error("{0}")]
-    Storage(String),
-}
-
-impl From<MetaError> for FunctionError {
-    fn from(e: MetaError) -> Self {
-        FunctionError::Storage(e.to_string())
-    }
-}
-
-impl From<LoadError> for FunctionError {
-    fn from(e: LoadError) -> Self {
-        FunctionError::Invalid(e.to_string())
-    }
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("component {digest} is missing: {source}")]
+    MissingComponent {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storing the component: {0}")]
+    StoreComponent(#[source] std::io::Error),
+    #[error("component of version {version}: {source}")]
+    ComponentOfVersion {
+        version: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("task failed: {0}")]
+    Task(#[from] JoinError),
 }
 
 type Result<T, E = FunctionError> = std::result::Result<T, E>;
@@ -222,8 +238,7 @@ impl Functions {
             max_instances: MAX_INSTANCES,
             max_memory_bytes: MAX_MEMORY_BYTES,
             ..EngineConfig::default()
-        })
-        .map_err(|e| FunctionError::Storage(e.to_string()))?;
+        })?;
         Ok(self.engine.get_or_init(|| engine).clone())
     }
 
@@ -256,10 +271,10 @@ impl Functions {
             };
             let loaded = match self.shared.fs.component(&record.digest) {
                 Ok(bytes) => self.load(&record.manifest, record.version, bytes).await,
-                Err(e) => Err(FunctionError::Storage(format!(
-                    "component {} is missing: {e}",
-                    record.digest
-                ))),
+                Err(source) => Err(FunctionError::MissingComponent {
+                    digest: record.digest.clone(),
+                    source,
+                }),
             };
             match loaded {
                 Ok((function, log)) => {
@@ -267,6 +282,7 @@ impl Functions {
                 }
                 Err(e) => {
                     tracing::error!(function = %name, error = %e, "cannot load a deployed function");
+                    // Kept as the text the operator sees in the status.
                     self.failed.lock().insert(name, (record, e.to_string()));
                 }
             }
@@ -431,9 +447,7 @@ impl Functions {
             .load(&manifest, version, component.to_vec())
             .await
             .map_err(|e| match e {
-                FunctionError::Invalid(m) => {
-                    FunctionError::Invalid(format!("component refused, nothing was deployed: {m}"))
-                }
+                FunctionError::Load(e) => FunctionError::Refused(e),
                 e => e,
             })?;
         let record = VersionRecord {
@@ -447,7 +461,7 @@ impl Functions {
         let stored = record.clone();
         blocking(move || {
             fs.put_component(&stored.digest, &component)
-                .map_err(|e| FunctionError::Storage(format!("storing the component: {e}")))?;
+                .map_err(FunctionError::StoreComponent)?;
             fs.put_version(&stored.manifest.name, &stored)?;
             Ok::<_, FunctionError>(())
         })
@@ -493,8 +507,11 @@ impl Functions {
         check_upgrade(&current.manifest, &target.manifest)?;
         validate_manifest(self.shared.store(), &target.manifest)?;
         self.check_one_filter_per_group(&target.manifest)?;
-        let bytes = self.shared.fs.component(&target.digest).map_err(|e| {
-            FunctionError::Storage(format!("component of version {}: {e}", target.version))
+        let bytes = self.shared.fs.component(&target.digest).map_err(|source| {
+            FunctionError::ComponentOfVersion {
+                version: target.version,
+                source,
+            }
         })?;
         let (function, log) = self.load(&target.manifest, target.version, bytes).await?;
         let fs = self.shared.fs.clone();
@@ -681,8 +698,9 @@ impl Functions {
 
 /// Runs a runner's `serve` until `stop`: a failure (its topic is gone, a
 /// storage error) is noted in the status and log, and `serve` starts
-/// again after [`RUNNER_BACKOFF`].
-async fn supervise<F, Fut>(
+/// again after [`RUNNER_BACKOFF`]. The error ends here, rendered for the
+/// operator.
+async fn supervise<F, Fut, E>(
     shared: &Shared,
     d: &Deployment,
     stop: &CancellationToken,
@@ -690,7 +708,8 @@ async fn supervise<F, Fut>(
     mut serve: F,
 ) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error,
 {
     while !stop.is_cancelled() {
         if let Err(e) = serve().await {
@@ -705,9 +724,7 @@ async fn supervise<F, Fut>(
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FunctionError::Storage(format!("task failed: {e}")))
+    Ok(tokio::task::spawn_blocking(f).await?)
 }
 
 /// Checks a manifest against the broker: a valid name, existing topics,

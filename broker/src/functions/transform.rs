@@ -35,19 +35,114 @@ use sluice_protocol::batch::BatchIter;
 use sluice_protocol::headers;
 use sluice_protocol::ops::function::{Attach, LogLevel};
 use sluice_protocol::transform_output::{OutputEntry, OutputHeaders};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-use super::effects::{OutMessage, OutputBatches, append_all, output_partition};
+use super::effects::{
+    CancelEffectsError, OutMessage, OutputBatches, OutputTargetError, ScheduleEffectsError,
+    append_all, output_partition,
+};
 use super::input::Input;
 use super::store::{PendingBatch, TaskState};
 use super::{Active, Deployment, Shared, dead_letter_topic};
-use crate::groups::resolve_offset;
+use crate::groups::{GroupError, resolve_offset};
 use crate::log::{LogError, Partition};
+use crate::meta::MetaError;
 
 /// Calls one failing input gets before it is dead-lettered.
 pub const ATTEMPTS: u32 = 3;
 /// Bytes read from the input per batch at most.
 const READ_BYTES: usize = 1 << 20;
+
+/// Why a transform runner stopped; [`supervise`](super::supervise) notes
+/// it in the function's status and log and starts the runner again.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+/// Why a runner could not start: its input partition or its stored state.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("not a transform")]
+    NotATransform,
+    /// The input partition does not exist (any more).
+    #[error(transparent)]
+    Input(LogError),
+    /// Resolving the manifest's start position in the input.
+    #[error(transparent)]
+    Position(GroupError),
+    /// Reading or storing the runner's state (position, producer id).
+    #[error(transparent)]
+    State(#[from] MetaError),
+    #[error("task failed: {0}")]
+    Task(#[from] JoinError),
+}
+
+/// Why the pending outputs a crash left could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// Reading or clearing the pending outputs.
+    #[error(transparent)]
+    State(#[from] MetaError),
+    #[error(transparent)]
+    Append(#[from] LogError),
+    #[error("task failed: {0}")]
+    Task(#[from] JoinError),
+}
+
+/// Why one batch of input could not be transformed and committed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Read(LogError),
+    #[error("no readable batch at offset {0}")]
+    NoBatch(u64),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("task failed: {0}")]
+    Task(#[from] JoinError),
+}
+
+/// Why a batch's outputs and new position could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("not a transform")]
+    NotATransform,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Writing kv writes, the runner's state or the pending outputs.
+    #[error(transparent)]
+    State(#[from] MetaError),
+    /// Creating the function's dead-letter topic.
+    #[error(transparent)]
+    DeadLetterTopic(GroupError),
+    #[error(transparent)]
+    DeadLetterPartition(LogError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleEffectsError),
+    #[error(transparent)]
+    Cancel(#[from] CancelEffectsError),
+    #[error("appending outputs: {0}")]
+    Append(#[source] LogError),
+    #[error("task failed: {0}")]
+    Task(#[from] JoinError),
+}
+
+/// Why an output message cannot be written; an input with such an output
+/// is dead-lettered with this as its reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Target(#[from] OutputTargetError),
+    #[error("an output for {0} is larger than its max batch size")]
+    TooLarge(String),
+}
 
 /// Runs the transform of `d` on input partition `partition` until `stop`.
 pub async fn run(shared: Arc<Shared>, d: Arc<Deployment>, partition: u32, stop: CancellationToken) {
@@ -66,12 +161,13 @@ struct Task {
     state: TaskState,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("task failed: {e}"))?
+/// Runs `f` off the async workers (metadata writes sync to disk).
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<JoinError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
 }
 
 async fn serve(
@@ -79,38 +175,30 @@ async fn serve(
     d: &Arc<Deployment>,
     partition: u32,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), TransformError> {
     let Attach::Transform { input, start, .. } = d.active().manifest.attach.clone() else {
-        return Err("not a transform".into());
+        return Err(StartError::NotATransform.into());
     };
     let part = shared
         .store()
         .log()
         .partition(&input, partition)
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Input)?;
     let (s, name, p) = (shared.clone(), d.name.clone(), part.clone());
     let state = blocking(move || {
-        if let Some(state) =
-            s.fs.task_state(&name, partition)
-                .map_err(|e| e.to_string())?
-        {
+        if let Some(state) = s.fs.task_state(&name, partition)? {
             return Ok(state);
         }
         // First start: fix the position now, so `latest` does not drift.
         let state = TaskState {
-            position: resolve_offset(&p, start).map_err(|e| e.to_string())?,
-            producer_id: s
-                .store()
-                .meta()
-                .allocate_producer_id()
-                .map_err(|e| e.to_string())?,
+            position: resolve_offset(&p, start).map_err(StartError::Position)?,
+            producer_id: s.store().meta().allocate_producer_id()?,
             sequences: Vec::new(),
         };
         let mut batch = Batch::default();
-        s.fs.put_task(&mut batch, &name, partition, &state, &[])
-            .map_err(|e| e.to_string())?;
-        s.fs.commit(batch).map_err(|e| e.to_string())?;
-        Ok(state)
+        s.fs.put_task(&mut batch, &name, partition, &state, &[])?;
+        s.fs.commit(batch)?;
+        Ok::<_, StartError>(state)
     })
     .await?;
     let mut task = Task {
@@ -143,10 +231,10 @@ async fn serve(
 
 impl Task {
     /// Appends pending outputs a crash left behind (those not in the log).
-    async fn recover(&mut self) -> Result<(), String> {
+    async fn recover(&mut self) -> Result<(), RecoverError> {
         let (s, name, partition) = (self.shared.clone(), self.d.name.clone(), self.partition);
         let recovered = blocking(move || {
-            let pending = s.fs.pending(&name, partition).map_err(|e| e.to_string())?;
+            let pending = s.fs.pending(&name, partition)?;
             let mut appended = Vec::new();
             for pb in &pending {
                 let Ok(out) = s.store().log().partition(&pb.topic, pb.partition) else {
@@ -155,18 +243,15 @@ impl Task {
                 };
                 // Stamped with the runner's producer id and sequence: the
                 // log recognises the ones it already holds.
-                if let Some(w) = out
-                    .write_replayed(BytesMut::from(&pb.batch[..]))
-                    .map_err(|e| e.to_string())?
-                {
+                if let Some(w) = out.write_replayed(BytesMut::from(&pb.batch[..]))? {
                     appended.push((out, w));
                 }
             }
             for (out, w) in &appended {
-                out.wait_durable(w).map_err(|e| e.to_string())?;
+                out.wait_durable(w)?;
             }
-            s.fs.clear_pending(&name, partition).map_err(|e| e.to_string())?;
-            Ok((pending.len(), appended.len()))
+            s.fs.clear_pending(&name, partition)?;
+            Ok::<_, RecoverError>((pending.len(), appended.len()))
         })
         .await?;
         if recovered.0 > 0 {
@@ -183,15 +268,13 @@ impl Task {
     }
 
     /// Transforms one batch of input and commits it.
-    async fn step(&mut self) -> Result<(), String> {
+    async fn step(&mut self) -> Result<(), StepError> {
         let active = self.d.active();
         let max = super::batch_messages(&active.manifest) as u64;
         let from = self.state.position;
         // A read may miss the tail cache and pread the disk: off the workers.
         let input = self.input.clone();
-        let read = tokio::task::spawn_blocking(move || input.read(from, READ_BYTES))
-            .await
-            .map_err(|e| format!("task failed: {e}"))?;
+        let read = tokio::task::spawn_blocking(move || input.read(from, READ_BYTES)).await?;
         let read = match read {
             Ok(r) => r,
             Err(LogError::OffsetOutOfRange { start, .. }) if from < start => {
@@ -204,9 +287,9 @@ impl Task {
                         self.partition
                     ),
                 );
-                return self.commit(&active, start, Vec::new()).await;
+                return Ok(self.commit(&active, start, Vec::new()).await?);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(StepError::Read(e)),
         };
         // Whole stored batches, up to `max` messages past `from`.
         let mut end = from;
@@ -225,7 +308,7 @@ impl Task {
             }
         }
         if end == from {
-            return Err(format!("no readable batch at offset {from}"));
+            return Err(StepError::NoBatch(from));
         }
         let context = BatchContext {
             topic: self.input.topic().to_owned(),
@@ -233,7 +316,7 @@ impl Task {
             group: None,
         };
         let results = self.call(&active, &context, input).await;
-        self.commit(&active, end, results).await
+        Ok(self.commit(&active, end, results).await?)
     }
 
     /// Calls the transform on `input`; on failure, message by message.
@@ -291,9 +374,9 @@ impl Task {
         active: &Active,
         end: u64,
         results: Vec<CallResult>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommitError> {
         let Attach::Transform { outputs, .. } = &active.manifest.attach else {
-            return Err("not a transform".into());
+            return Err(CommitError::NotATransform);
         };
         let default_output = outputs[0].clone();
         let shared = self.shared.clone();
@@ -332,10 +415,7 @@ impl Task {
                                 _ => unwritable += 1,
                             }
                         }
-                        shared
-                            .fs
-                            .kv_write(&mut kv, &name, &effects.kv_writes)
-                            .map_err(|e| e.to_string())?;
+                        shared.fs.kv_write(&mut kv, &name, &effects.kv_writes)?;
                         scheduled
                             .scheduled
                             .extend(effects.scheduled.iter().cloned());
@@ -354,8 +434,10 @@ impl Task {
                     shared
                         .groups
                         .ensure_topic(&dlq)
-                        .map_err(|e| e.to_string())?;
-                    let dlq_partition = log.partition(&dlq, 0).map_err(|e| e.to_string())?;
+                        .map_err(CommitError::DeadLetterTopic)?;
+                    let dlq_partition = log
+                        .partition(&dlq, 0)
+                        .map_err(CommitError::DeadLetterPartition)?;
                     for (offset, reason, input) in failures {
                         dead_letter(
                             &mut out,
@@ -383,8 +465,7 @@ impl Task {
                 .collect();
             shared
                 .fs
-                .put_task(&mut kv, &name, partition, &state, &pending)
-                .map_err(|e| e.to_string())?;
+                .put_task(&mut kv, &name, partition, &state, &pending)?;
             // Scheduled before the commit, so a crash in between schedules
             // them again with the retried batch: at least once, never lost.
             super::effects::schedule(
@@ -395,17 +476,14 @@ impl Task {
                 partition,
                 &mut kv,
             )?;
-            shared.fs.commit(kv).map_err(|e| e.to_string())?;
+            shared.fs.commit(kv)?;
             // Committed: from here on a crash is recovered from `pending`.
-            append_all(&batches).map_err(|e| format!("appending outputs: {e}"))?;
+            append_all(&batches).map_err(CommitError::Append)?;
             if !pending.is_empty() {
-                shared
-                    .fs
-                    .clear_pending(&name, partition)
-                    .map_err(|e| e.to_string())?;
+                shared.fs.clear_pending(&name, partition)?;
             }
             super::effects::cancel(&shared.fs, &shared.scheduler, &name, &scheduled.cancelled)?;
-            Ok((state, dead, unwritable))
+            Ok::<_, CommitError>((state, dead, unwritable))
         })
         .await?;
         if unwritable > 0 {
@@ -460,7 +538,7 @@ fn route<'a>(
     partition: u32,
     input: &'a Input,
     answer: &TransformOutput,
-) -> Result<Vec<(u64, String, &'a Input)>, String> {
+) -> Result<Vec<(u64, String, &'a Input)>, RouteError> {
     let target = |topic: &str, key: Option<&[u8]>, m: &OutMessage<'_>| {
         let topic = if topic.is_empty() {
             default_output
@@ -471,9 +549,7 @@ fn route<'a>(
         if m.fits(&p) {
             Ok(p)
         } else {
-            Err(format!(
-                "an output for {topic} is larger than its max batch size"
-            ))
+            Err(RouteError::TooLarge(topic.to_owned()))
         }
     };
     let mut failed: BTreeMap<u32, String> = BTreeMap::new();
@@ -486,8 +562,9 @@ fn route<'a>(
                 value,
                 headers,
             } => {
-                if let Err(reason) = target(topic, key, &out_message(key, value, headers)) {
-                    failed.entry(i).or_insert(reason);
+                if let Err(e) = target(topic, key, &out_message(key, value, headers)) {
+                    // The dead-letter reason header.
+                    failed.entry(i).or_insert_with(|| e.to_string());
                 }
             }
             OutputEntry::Failure { input: i, reason } => {

@@ -23,7 +23,7 @@
 //! that tag, compared byte for byte (so case-sensitively).
 //!
 //! ```
-//! use sluice_protocol::tag_expr::TagExpr;
+//! use sluice_broker::groups::tag_expr::TagExpr;
 //! let e = TagExpr::parse("red || blue && !'on sale'").unwrap();
 //! assert_eq!(e.source(), "red OR blue AND NOT 'on sale'");
 //! assert!(e.matches([&b"red"[..], b"on sale"]));

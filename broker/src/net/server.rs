@@ -405,7 +405,7 @@ async fn push(
             }
             Ok(None) => return,
             Err(e) => {
-                let _ = tx.send(error_frame(request_id, &crate::broker::group_error(e)));
+                let _ = tx.send(error_frame(request_id, &crate::broker::errors::to_wire(e)));
                 return;
             }
         }

@@ -39,7 +39,7 @@ pub enum TlsError {
     #[error("certificate and key do not make a TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("TLS configuration not usable for QUIC: {0}")]
-    Quic(String),
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
 /// A certificate chain and its private key.
@@ -105,8 +105,7 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain, self.key)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| TlsError::Quic(e.to_string()))
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(TlsError::Quic)
     }
 }
 

@@ -16,49 +16,77 @@ use sluice_protocol::ops::{LoopBackoff, LoopSpec};
 pub const MIN_LOOP_INTERVAL_MS: u64 = 10;
 
 /// Why a loop spec was refused (the message is for the user).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopError {
+    #[error("loop interval is {0} ms; the shortest allowed is {MIN_LOOP_INTERVAL_MS} ms")]
+    TooShort(u64),
+    #[error(
+        "loop interval is {interval_ms} ms, longer than the scheduler's horizon of {horizon_ms} ms"
+    )]
+    IntervalPastHorizon { interval_ms: u64, horizon_ms: u64 },
+    #[error("a loop needs a bound: a number of times, an expiry time, or both")]
+    Unbounded,
+    #[error(
+        "the loop expires at {expire_at_ms} ms, before its first delivery at {first_due_ms} ms"
+    )]
+    ExpiresBeforeFirst {
+        expire_at_ms: i64,
+        first_due_ms: i64,
+    },
+    #[error(
+        "the loop expires {in_ms} ms from now, beyond the scheduler's horizon of {horizon_ms} ms"
+    )]
+    ExpiryPastHorizon { in_ms: i64, horizon_ms: u64 },
+    #[error(
+        "the loop's maximum interval ({max_interval_ms} ms) is shorter than its interval ({interval_ms} ms)"
+    )]
+    MaxBelowInterval {
+        max_interval_ms: u64,
+        interval_ms: u64,
+    },
+}
+
+/// Checks a loop spec whose first delivery is due at `first_due_ms`.
 pub fn validate(
     spec: &LoopSpec,
     first_due_ms: i64,
     now_ms: i64,
     max_horizon_ms: u64,
-) -> Result<(), String> {
+) -> Result<(), LoopError> {
     if spec.interval_ms < MIN_LOOP_INTERVAL_MS {
-        return Err(format!(
-            "loop interval is {} ms; the shortest allowed is {MIN_LOOP_INTERVAL_MS} ms",
-            spec.interval_ms
-        ));
+        return Err(LoopError::TooShort(spec.interval_ms));
     }
     if spec.interval_ms > max_horizon_ms {
-        return Err(format!(
-            "loop interval is {} ms, longer than the scheduler's horizon of {max_horizon_ms} ms",
-            spec.interval_ms
-        ));
+        return Err(LoopError::IntervalPastHorizon {
+            interval_ms: spec.interval_ms,
+            horizon_ms: max_horizon_ms,
+        });
     }
     if spec.times == 0 && spec.expire_at_ms < 0 {
-        return Err("a loop needs a bound: a number of times, an expiry time, or both".to_owned());
+        return Err(LoopError::Unbounded);
     }
     if spec.expire_at_ms >= 0 {
         if spec.expire_at_ms < first_due_ms {
-            return Err(format!(
-                "the loop expires at {} ms, before its first delivery at {first_due_ms} ms",
-                spec.expire_at_ms
-            ));
+            return Err(LoopError::ExpiresBeforeFirst {
+                expire_at_ms: spec.expire_at_ms,
+                first_due_ms,
+            });
         }
         if spec.expire_at_ms.saturating_sub(now_ms) as u64 > max_horizon_ms {
-            return Err(format!(
-                "the loop expires {} ms from now, beyond the scheduler's horizon of {max_horizon_ms} ms",
-                spec.expire_at_ms - now_ms
-            ));
+            return Err(LoopError::ExpiryPastHorizon {
+                in_ms: spec.expire_at_ms - now_ms,
+                horizon_ms: max_horizon_ms,
+            });
         }
     }
     if let LoopBackoff::Exponential { max_interval_ms } = spec.backoff
         && max_interval_ms != 0
         && max_interval_ms < spec.interval_ms
     {
-        return Err(format!(
-            "the loop's maximum interval ({max_interval_ms} ms) is shorter than its interval ({} ms)",
-            spec.interval_ms
-        ));
+        return Err(LoopError::MaxBelowInterval {
+            max_interval_ms,
+            interval_ms: spec.interval_ms,
+        });
     }
     Ok(())
 }
@@ -185,7 +213,7 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let err = validate(&s, 100, 0, h).unwrap_err();
+            let err = validate(&s, 100, 0, h).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
     }

@@ -157,9 +157,12 @@ impl Families<'_> {
 /// Failures of the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    /// The request is not acceptable (horizon, loop parameters).
+    /// The request is not acceptable (horizon, due time).
     #[error("{0}")]
     Invalid(String),
+    /// The loop parameters are not acceptable.
+    #[error(transparent)]
+    Loop(#[from] loops::LoopError),
     /// The message is over a size limit (the broker's or its topic's).
     #[error("{0}")]
     TooLarge(String),
@@ -439,8 +442,7 @@ impl Scheduler {
             )));
         }
         if let Some(spec) = &d.repeat {
-            loops::validate(spec, d.due_at_ms.max(now), now, self.options.max_horizon_ms)
-                .map_err(SchedError::Invalid)?;
+            loops::validate(spec, d.due_at_ms.max(now), now, self.options.max_horizon_ms)?;
         }
         Ok(())
     }
